@@ -1,0 +1,1 @@
+"""Cosmos: media processing on Temporal (Optimus: api, Plato: workflows, Stratum: activities)."""

@@ -1,0 +1,1 @@
+"""Stratum: the media functions that run on worker pools (ffmpeg and friends)."""

@@ -1,0 +1,31 @@
+"""probe-source and plan: what the source is, and which renditions to make of it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from app.activities.common import INVALID_SOURCE, ActivityBase
+from app.activities.probe import InvalidSource, probe_file
+from app.ladder import PlanError, plan_renditions
+from app.models import Plan, PlanInput, ProbeInput, ProbeResult
+
+
+class AnalyzeActivities(ActivityBase):
+    @activity.defn(name="probe_source")
+    async def probe_source(self, input: ProbeInput) -> ProbeResult:
+        path = self.source(input.source_uri)
+        try:
+            return await asyncio.to_thread(probe_file, path)
+        except InvalidSource as err:
+            raise ApplicationError(str(err), type=INVALID_SOURCE, non_retryable=True) from None
+
+    @activity.defn(name="plan_renditions")
+    async def plan(self, input: PlanInput) -> Plan:
+        """An activity, not workflow code, so a ladder change never breaks running histories."""
+        try:
+            return plan_renditions(input.job, input.probe)
+        except PlanError as err:
+            raise ApplicationError(str(err), type="PlanError", non_retryable=True) from None

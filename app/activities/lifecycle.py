@@ -1,0 +1,49 @@
+"""cleanup (the saga's compensation) and notify: what runs when a job ends, however it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from app.activities.common import ActivityBase
+from app.models import CleanupInput, NotifyInput
+from app.storage import job_dir, remove_tree
+
+log = logging.getLogger(__name__)
+
+
+class LifecycleActivities(ActivityBase):
+    @activity.defn(name="cleanup")
+    async def cleanup(self, input: CleanupInput) -> list[str]:
+        """Remove the job's scratch space and, for a failed or cancelled job, everything it
+        published, so nothing partial is left looking whole. Idempotent."""
+        targets = [job_dir(input.scratch_uri, input.job_id)]
+        if input.remove_outputs:
+            targets.append(job_dir(input.output_uri, input.job_id))
+        removed = []
+        for target in targets:
+            if await asyncio.to_thread(remove_tree, target):
+                removed.append(str(target))
+        return removed
+
+    @activity.defn(name="notify")
+    async def notify(self, input: NotifyInput) -> None:
+        body = input.model_dump(mode="json", exclude={"webhook_url"})
+        log.info("job %s ended: %s", input.job_id, input.status, extra={"job": body})
+        if not input.webhook_url:
+            return
+        async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
+            try:
+                response = await client.post(input.webhook_url, json=body)
+            except httpx.HTTPError as err:
+                raise ApplicationError(f"webhook unreachable: {err.__class__.__name__}") from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ApplicationError(f"webhook answered {response.status_code}")
+        if response.status_code >= 400:
+            raise ApplicationError(
+                f"webhook refused the notification ({response.status_code})", non_retryable=True
+            )

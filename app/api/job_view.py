@@ -1,0 +1,148 @@
+"""Aggregate a job's state from Temporal alone: describe, query, heartbeats, result."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+)
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.service import RPCError
+
+from app.models import (
+    EncodeResult,
+    ErrorInfo,
+    JobStatus,
+    JobView,
+    Progress,
+    RenditionState,
+    WorkflowState,
+)
+
+STATUS = {
+    WorkflowExecutionStatus.RUNNING: JobStatus.RUNNING,
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: JobStatus.RUNNING,
+    WorkflowExecutionStatus.COMPLETED: JobStatus.SUCCEEDED,
+    WorkflowExecutionStatus.FAILED: JobStatus.FAILED,
+    WorkflowExecutionStatus.TERMINATED: JobStatus.FAILED,
+    WorkflowExecutionStatus.TIMED_OUT: JobStatus.FAILED,
+    WorkflowExecutionStatus.CANCELED: JobStatus.CANCELLED,
+}
+
+# Share of the overall progress bar each stage stands for; encoding is nearly all the work.
+STAGE_WEIGHTS = {"probe": 0.03, "plan": 0.02, "encode": 0.85, "package": 0.07, "publish": 0.03}
+QUERY_TIMEOUT = timedelta(seconds=3)
+
+
+def overall_progress(stage: str, renditions: list[RenditionState]) -> float:
+    done = 0.0
+    for name, weight in STAGE_WEIGHTS.items():
+        if name == stage:
+            if name == "encode" and renditions:
+                done += weight * sum(r.progress for r in renditions) / len(renditions)
+            return round(min(done, 1.0), 4)
+        done += weight
+    return 1.0 if stage in ("cleanup", "done") else 0.0
+
+
+async def _heartbeats(client: Client, desc: WorkflowExecutionDescription) -> dict[str, Progress]:
+    """Latest ffmpeg progress per rendition, from the pending activities' heartbeat details."""
+    found: dict[str, Progress] = {}
+    for pending in desc.raw_description.pending_activities:
+        if not pending.heartbeat_details.payloads:
+            continue
+        try:
+            (details,) = await client.data_converter.decode(
+                pending.heartbeat_details.payloads, [dict]
+            )
+            label = str(details.pop("label"))
+            found[label] = Progress.model_validate(details)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def _started(desc: WorkflowExecutionDescription) -> bool:
+    return any(
+        p.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
+        for p in desc.raw_description.pending_activities
+    )
+
+
+def _updated_at(desc: WorkflowExecutionDescription) -> datetime | None:
+    times = [t for t in (desc.start_time, desc.close_time) if t]
+    for pending in desc.raw_description.pending_activities:
+        for stamp in (pending.last_heartbeat_time, pending.last_started_time):
+            if stamp.seconds:
+                times.append(stamp.ToDatetime().replace(tzinfo=desc.start_time.tzinfo))
+    return max(times) if times else None
+
+
+def _failure(err: BaseException) -> ErrorInfo:
+    cause = err.cause if isinstance(err, WorkflowFailureError) else err
+    if isinstance(cause, ApplicationError):
+        return ErrorInfo(type=cause.type or "ApplicationError", message=cause.message)
+    if isinstance(cause, CancelledError):
+        return ErrorInfo(type="Cancelled", message="the job was cancelled")
+    return ErrorInfo(type=type(cause).__name__, message=str(cause) or "the job did not finish")
+
+
+async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_url: str) -> JobView:
+    status = STATUS.get(desc.status or WorkflowExecutionStatus.RUNNING, JobStatus.RUNNING)
+    handle = client.get_workflow_handle(desc.id, run_id=desc.run_id, result_type=EncodeResult)
+    state: WorkflowState | None = None
+    error: ErrorInfo | None = None
+    result: EncodeResult | None = None
+    stage: str | None
+
+    if status is JobStatus.SUCCEEDED:
+        result = await handle.result()
+    elif status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        try:
+            await handle.result()
+        except (WorkflowFailureError, RPCError) as err:
+            error = _failure(err)
+    if status is not JobStatus.SUCCEEDED:
+        try:
+            state = await handle.query(
+                "state", result_type=WorkflowState, rpc_timeout=QUERY_TIMEOUT
+            )
+        except Exception:  # no worker to answer right now: report what describe knows
+            state = None
+
+    if result is not None:
+        renditions, stage, dropped = result.renditions, "done", result.dropped
+        manifests, progress = result.manifests, 1.0
+    else:
+        renditions = state.renditions if state else []
+        stage = state.stage if state else None
+        dropped = state.dropped if state else []
+        manifests = None
+        if status is JobStatus.RUNNING:
+            beats = await _heartbeats(client, desc)
+            for r in renditions:
+                if r.status == "encoding" and r.name in beats:
+                    beat = beats[r.name]
+                    r.progress = round(beat.done_s / beat.total_s, 4) if beat.total_s else 0.0
+                    r.fps, r.speed, r.frames = beat.fps, beat.speed, beat.frames
+            if stage in (None, "queued") or (stage == "probe" and not _started(desc)):
+                status = JobStatus.PENDING
+        progress = overall_progress(stage or "queued", renditions)
+    return JobView(
+        job_id=desc.id,
+        status=status,
+        stage=stage,
+        progress=progress,
+        renditions=renditions,
+        dropped=dropped,
+        manifests=manifests,
+        error=error,
+        created_at=desc.start_time,
+        updated_at=_updated_at(desc),
+        web_ui_url=web_ui_url,
+    )

@@ -1,0 +1,188 @@
+"""``cosmos``: the one command line (typer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+
+from app.dev import DevError, Stack, follow_job
+from app.models import JobStatus, JobView
+from app.samples import make_video
+from app.settings import get_settings
+
+app = typer.Typer(help="Cosmos: media encoding on Temporal.", no_args_is_help=True)
+worker_app = typer.Typer(help="Run a worker pool.", no_args_is_help=True)
+app.add_typer(worker_app, name="worker")
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _api(api_url: str | None) -> httpx.Client:
+    return httpx.Client(base_url=api_url or get_settings().api_url, timeout=30)
+
+
+def _request(api_url: str | None, method: str, path: str, **kwargs: object) -> httpx.Response:
+    try:
+        with _api(api_url) as http:
+            return http.request(method, path, **kwargs)  # type: ignore[arg-type]
+    except httpx.HTTPError as err:
+        _fail(f"cannot reach the API at {api_url or get_settings().api_url}: {err}")
+        raise AssertionError from err  # unreachable
+
+
+def _print_outcome(view: JobView) -> None:
+    color = typer.colors.GREEN if view.status is JobStatus.SUCCEEDED else typer.colors.RED
+    typer.secho(f"job {view.job_id}: {view.status}", fg=color, bold=True)
+    if view.manifests:
+        typer.echo(f"  HLS:      {view.manifests.hls}")
+        typer.echo(f"  DASH:     {view.manifests.dash}")
+        typer.echo(f"  manifest: {view.manifests.manifest}")
+    for dropped in view.dropped:
+        typer.echo(f"  dropped {dropped.name}: {dropped.reason}")
+    if view.error:
+        typer.echo(f"  error ({view.error.type}): {view.error.message}")
+    typer.echo(f"  Web UI:   {view.web_ui_url}")
+
+
+ApiUrl = Annotated[str | None, typer.Option(help="API base URL [env: COSMOS_API_URL]")]
+
+
+@app.command()
+def dev(
+    api_port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    temporal_port: Annotated[int, typer.Option(help="Temporal frontend (gRPC) port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
+    data_dir: Annotated[Path, typer.Option(help="State, samples and outputs.")] = Path(".cosmos"),
+    no_sample: Annotated[bool, typer.Option("--no-sample", help="Skip the sample job.")] = False,
+) -> None:
+    """Start the embedded stack (Temporal dev server, workers, API), run a sample, keep serving."""
+    stack = Stack(data_dir.resolve(), api_port, temporal_port, ui_port)
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        typer.echo(f"starting Temporal on :{temporal_port} (data in {stack.data_dir}) ...")
+        stack.start()
+        typer.echo(f"API      {stack.api_url}  (docs: {stack.api_url}/docs)")
+        typer.echo(f"Web UI   http://localhost:{ui_port}")
+        typer.echo(f"logs     {stack.data_dir / 'logs'}")
+        if not no_sample:
+            sample = stack.data_dir / "samples" / "sample.mp4"
+            if not sample.exists():
+                make_video(sample, seconds=6, width=1280, height=720, rate="30")
+            response = _request(
+                stack.api_url, "POST", "/v1/encode",
+                json={"source": str(sample), "profiles": ["720p", "480p", "360p"]},
+            )  # fmt: skip
+            if response.status_code != 202:
+                _fail(f"sample submission refused: {response.status_code} {response.text}")
+            job = response.json()
+            typer.echo(
+                f"sample job {job['job_id']}" + (" (already known)" if job["deduplicated"] else "")
+            )
+            _print_outcome(follow_job(stack.api_url, job["job_id"]))
+        typer.echo("serving; Ctrl-C stops everything")
+        while not stopping:
+            died = stack.check()
+            if died:
+                _fail(f"{died}; see {stack.data_dir / 'logs'}")
+            time.sleep(0.5)
+    except DevError as err:
+        _fail(str(err))
+    finally:
+        typer.echo("stopping ...")
+        stack.stop()
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Run the HTTP API (Optimus)."""
+    import uvicorn
+
+    uvicorn.run("app.api.main:create_app", factory=True, host=host, port=port)
+
+
+@worker_app.command("cpu")
+def worker_cpu() -> None:
+    """Serve workflows and CPU activities."""
+    from workers.cpu.main import main
+
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(main())
+
+
+@worker_app.command("gpu")
+def worker_gpu() -> None:
+    """Serve GPU activities; exits with one line where there is no NVIDIA GPU."""
+    from workers.gpu.main import run
+
+    logging.basicConfig(level=logging.INFO)
+    run()
+
+
+@app.command()
+def submit(
+    source: Annotated[str, typer.Argument(help="Path or file:// URI under an allowed root.")],
+    profile: Annotated[
+        list[str] | None, typer.Option("--profile", "-p", help="Preset name; repeat.")
+    ] = None,
+    codec: Annotated[str, typer.Option(help="h264, hevc or av1.")] = "h264",
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
+    api_url: ApiUrl = None,
+) -> None:
+    """Submit an encode job."""
+    body: dict[str, object] = {"source": source, "codec": codec}
+    if profile:
+        body["profiles"] = profile
+    response = _request(api_url, "POST", "/v1/encode", json=body)
+    if response.status_code != 202:
+        _fail(f"refused ({response.status_code}): {response.text}")
+    job = response.json()
+    typer.echo(json.dumps(job, indent=2))
+    if wait:
+        view = follow_job(api_url or get_settings().api_url, job["job_id"])
+        _print_outcome(view)
+        if view.status is not JobStatus.SUCCEEDED:
+            raise typer.Exit(1)
+
+
+@app.command()
+def status(job_id: str, api_url: ApiUrl = None) -> None:
+    """Show a job."""
+    response = _request(api_url, "GET", f"/v1/jobs/{job_id}")
+    if response.status_code != 200:
+        _fail(f"{response.status_code}: {response.text}")
+    typer.echo(json.dumps(response.json(), indent=2))
+
+
+@app.command()
+def cancel(job_id: str, api_url: ApiUrl = None) -> None:
+    """Cancel a running job (its ffmpeg processes are killed, its outputs removed)."""
+    response = _request(api_url, "POST", f"/v1/jobs/{job_id}/cancel")
+    if response.status_code != 202:
+        _fail(f"{response.status_code}: {response.text}")
+    typer.echo(f"cancelling {job_id}")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

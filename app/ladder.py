@@ -1,0 +1,163 @@
+"""The rendition ladder: presets defined once, and the plan that fits them to a source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from app.models import (
+    Codec,
+    CustomProfile,
+    DroppedProfile,
+    EncodeJob,
+    EncoderSettings,
+    Plan,
+    ProbeResult,
+    Rendition,
+)
+
+
+class PlanError(ValueError):
+    """The request cannot be fitted to the source (a client error, never retried)."""
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    encoder: str
+    default_preset: str
+    presets: tuple[str, ...]
+    bitrate_factor: float
+    """Bitrate relative to H.264 for the same rung: newer codecs need fewer bits."""
+    vbv: bool = True
+    """Whether the encoder caps peaks (maxrate/bufsize) in bitrate mode; SVT-AV1 does not."""
+
+
+CODECS: dict[Codec, CodecSpec] = {
+    "h264": CodecSpec(
+        "libx264",
+        "fast",
+        ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
+        1.0,
+    ),
+    "hevc": CodecSpec(
+        "libx265",
+        "fast",
+        ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
+        0.65,
+    ),
+    "av1": CodecSpec("libsvtav1", "8", tuple(str(p) for p in range(4, 13)), 0.55, vbv=False),
+}
+
+# H.264 bitrates (kb/s) per short side; other codecs scale them by their factor.
+H264_LADDER: dict[int, int] = {
+    2160: 16000,
+    1440: 10000,
+    1080: 5000,
+    720: 3000,
+    540: 2000,
+    480: 1400,
+    360: 800,
+    240: 400,
+}
+PRESET_NAMES: tuple[str, ...] = tuple(f"{h}p" for h in H264_LADDER)
+
+MAXRATE_FACTOR = 1.5
+"""Constrained VBR: peaks up to 1.5x the target, over a buffer of 2x the target."""
+BUFSIZE_FACTOR = 2.0
+
+
+def preset_profile(name: str, codec: Codec) -> CustomProfile:
+    if name not in PRESET_NAMES:
+        raise PlanError(f"unknown profile {name!r}; presets are {', '.join(PRESET_NAMES)}")
+    height = int(name.removesuffix("p"))
+    bitrate = round(H264_LADDER[height] * CODECS[codec].bitrate_factor)
+    return CustomProfile(name=name, height=height, bitrate_kbps=bitrate, codec=codec)
+
+
+def resolve_profiles(profiles: list[str | CustomProfile], codec: Codec) -> list[CustomProfile]:
+    """Presets by name, inline profiles checked against their codec's presets."""
+    resolved: list[CustomProfile] = []
+    for profile in profiles:
+        if isinstance(profile, str):
+            resolved.append(preset_profile(profile, codec))
+            continue
+        spec = CODECS[profile.codec or codec]
+        if profile.preset is not None and profile.preset not in spec.presets:
+            raise PlanError(
+                f"profile {profile.name!r}: preset {profile.preset!r} is not one of "
+                f"{', '.join(spec.presets)} for {spec.encoder}"
+            )
+        resolved.append(profile.model_copy(update={"codec": profile.codec or codec}))
+    return resolved
+
+
+def _even(value: Fraction) -> int:
+    return max(2, 2 * round(value / 2))
+
+
+def _ratio(value: Fraction) -> str:
+    return f"{value.numerator}:{value.denominator}"
+
+
+def gop_frames(frame_rate: Fraction, segment_seconds: int) -> int:
+    """A keyframe exactly every segment, identical in every rendition, so players can switch."""
+    return max(1, round(frame_rate * segment_seconds))
+
+
+def plan_renditions(job: EncodeJob, probe: ProbeResult) -> Plan:
+    """Fit the requested rungs to the source: never upscale, keep the display aspect ratio.
+
+    A rung's height is the short side of the picture, so "720p" of a portrait source is 720 wide.
+    Dimensions are even (4:2:0), and the sample aspect ratio absorbs rounding so that every
+    rendition shows the source's exact display aspect ratio (DASH requires it per adaptation set).
+    """
+    video = probe.video
+    dar = Fraction(video.display_aspect_ratio.replace(":", "/"))
+    portrait = dar < 1
+    source_short = min(video.display_width, video.display_height)
+    frame_rate = Fraction(video.frame_rate)
+    gop = gop_frames(frame_rate, job.segment_seconds)
+
+    renditions: list[Rendition] = []
+    dropped: list[DroppedProfile] = []
+    for profile in resolve_profiles(job.profiles, job.codec):
+        if profile.height > source_short:
+            dropped.append(
+                DroppedProfile(
+                    name=profile.name,
+                    reason=f"{profile.height}p would upscale a {source_short}p source",
+                )
+            )
+            continue
+        short = _even(Fraction(profile.height))
+        if portrait:
+            width, height = short, _even(short / dar)
+        else:
+            width, height = _even(short * dar), short
+        sar = (dar * height / width).limit_denominator(65535)
+        codec = profile.codec or job.codec
+        spec = CODECS[codec]
+        renditions.append(
+            Rendition(
+                name=profile.name,
+                codec=codec,
+                width=width,
+                height=height,
+                sample_aspect_ratio=_ratio(sar),
+                settings=EncoderSettings(
+                    encoder=spec.encoder,
+                    preset=profile.preset or spec.default_preset,
+                    rate_control="constrained-vbr" if spec.vbv else "vbr",
+                    bitrate_kbps=profile.bitrate_kbps,
+                    maxrate_kbps=round(profile.bitrate_kbps * MAXRATE_FACTOR) if spec.vbv else None,
+                    bufsize_kbps=round(profile.bitrate_kbps * BUFSIZE_FACTOR) if spec.vbv else None,
+                    gop_frames=gop,
+                    frame_rate=f"{frame_rate.numerator}/{frame_rate.denominator}",
+                ),
+            )
+        )
+    if not renditions:
+        reasons = "; ".join(f"{d.name}: {d.reason}" for d in dropped)
+        raise PlanError(f"no requested profile fits the source ({reasons})")
+    renditions.sort(key=lambda r: (-r.height * r.width, r.name))
+    return Plan(renditions=renditions, dropped=dropped, segment_seconds=job.segment_seconds)

@@ -1,0 +1,318 @@
+"""Shared models: the API's bodies and every workflow/activity payload (only URIs, never bytes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+Codec = Literal["h264", "hevc", "av1"]
+ProfileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- requests
+
+
+class CustomProfile(Strict):
+    """An inline rung; bounds keep a typo from asking for a 10 Gb/s or 1-pixel stream."""
+
+    name: ProfileName
+    height: int = Field(ge=144, le=4320, description="Short side of the picture, in pixels.")
+    bitrate_kbps: int = Field(ge=64, le=100_000, description="Target video bitrate.")
+    codec: Codec | None = Field(None, description="Defaults to the job's codec.")
+    preset: str | None = Field(None, description="Encoder preset; the codec's default if unset.")
+
+
+class RetryOptions(Strict):
+    max_attempts: int = Field(3, ge=1, le=20)
+    initial_interval_s: float = Field(1.0, gt=0, le=300)
+
+
+DEFAULT_PROFILES: tuple[ProfileName | CustomProfile, ...] = ("720p", "480p", "360p")
+
+
+class EncodeRequest(Strict):
+    """Body of ``POST /v1/encode``."""
+
+    source: str = Field(min_length=1, max_length=4096, description="Path, file:// or s3:// URI.")
+    profiles: list[ProfileName | CustomProfile] = Field(
+        default_factory=lambda: list(DEFAULT_PROFILES), min_length=1, max_length=12
+    )
+    codec: Codec = "h264"
+    segment_seconds: int = Field(4, ge=1, le=10, description="HLS/DASH segment (and GOP) length.")
+    webhook_url: HttpUrl | None = None
+
+    @field_validator("profiles")
+    @classmethod
+    def _unique_names(cls, value: list[str | CustomProfile]) -> list[str | CustomProfile]:
+        names = [p if isinstance(p, str) else p.name for p in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate profiles: {', '.join(dupes)}")
+        return value
+
+
+class EncodeJob(Strict):
+    """The workflow's input: a validated request with the source resolved to a URI."""
+
+    job_id: str
+    source_uri: str
+    profiles: list[ProfileName | CustomProfile]
+    codec: Codec
+    segment_seconds: int
+    webhook_url: str | None = None
+    output_uri: str
+    scratch_uri: str
+    retry: RetryOptions = RetryOptions()
+    heartbeat_timeout_s: float = Field(30.0, gt=0, le=3600)
+
+
+# ---------------------------------------------------------------- probe and plan
+
+
+class VideoInfo(Strict):
+    codec: str
+    width: int
+    height: int
+    sample_aspect_ratio: str = Field(description="num:den")
+    display_aspect_ratio: str = Field(description="num:den, after SAR and rotation")
+    rotation: int = Field(description="Degrees the picture is displayed rotated: 0/90/180/270.")
+    frame_rate: str = Field(description="Exact rational, e.g. 30000/1001.")
+    pix_fmt: str | None = None
+    display_width: int
+    display_height: int
+
+
+class AudioInfo(Strict):
+    codec: str
+    channels: int
+    channel_layout: str
+    sample_rate: int
+
+
+class ProbeResult(Strict):
+    container: str
+    duration_s: float
+    size_bytes: int
+    video: VideoInfo
+    audio: AudioInfo | None
+    streams: list[str] = Field(description="One short line per stream, for people.")
+
+
+class EncoderSettings(Strict):
+    encoder: str
+    preset: str
+    rate_control: str
+    bitrate_kbps: int
+    maxrate_kbps: int | None = Field(
+        None, description="VBV peak; None where the encoder has no VBV"
+    )
+    bufsize_kbps: int | None = None
+    gop_frames: int
+    closed_gop: bool = True
+    frame_rate: str
+    pix_fmt: str = "yuv420p"
+
+
+class Rendition(Strict):
+    name: str
+    codec: Codec
+    width: int
+    height: int
+    sample_aspect_ratio: str
+    settings: EncoderSettings
+
+
+class DroppedProfile(Strict):
+    name: str
+    reason: str
+
+
+class Plan(Strict):
+    renditions: list[Rendition]
+    dropped: list[DroppedProfile]
+    segment_seconds: int
+
+
+# ---------------------------------------------------------------- activity inputs and outputs
+
+
+class ProbeInput(Strict):
+    source_uri: str
+
+
+class PlanInput(Strict):
+    job: EncodeJob
+    probe: ProbeResult
+
+
+class EncodeVideoInput(Strict):
+    job_id: str
+    source_uri: str
+    container: str
+    scratch_uri: str
+    rendition: Rendition
+    duration_s: float
+
+
+class EncodeAudioInput(Strict):
+    job_id: str
+    source_uri: str
+    container: str
+    scratch_uri: str
+    duration_s: float
+
+
+class EncodedMedia(Strict):
+    """One encoded elementary stream in scratch storage, before packaging."""
+
+    name: str
+    uri: str
+    size_bytes: int
+    duration_s: float
+    frames: int
+    checksum: str
+
+
+class PackageInput(Strict):
+    job_id: str
+    scratch_uri: str
+    videos: list[EncodedMedia]
+    audio: EncodedMedia | None
+    segment_seconds: int
+
+
+class PackageResult(Strict):
+    staging_uri: str
+    hls_master: str
+    dash_manifest: str
+    video_playlists: list[str]
+    audio_playlist: str | None
+
+
+class PublishInput(Strict):
+    job: EncodeJob
+    probe: ProbeResult
+    plan: Plan
+    videos: list[EncodedMedia]
+    audio: EncodedMedia | None
+    package: PackageResult
+    stage_seconds: dict[str, float]
+
+
+class Manifests(Strict):
+    hls: str
+    dash: str
+    manifest: str
+
+
+class CleanupInput(Strict):
+    job_id: str
+    output_uri: str
+    scratch_uri: str
+    remove_outputs: bool
+
+
+class ErrorInfo(BaseModel):
+    type: str
+    message: str
+
+
+class NotifyInput(Strict):
+    job_id: str
+    status: str
+    webhook_url: str | None
+    error: ErrorInfo | None = None
+    manifests: Manifests | None = None
+
+
+# ---------------------------------------------------------------- job state (query, result, API)
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class RenditionState(BaseModel):
+    name: str
+    codec: str
+    width: int
+    height: int
+    status: Literal["pending", "encoding", "done", "failed", "cancelled"] = "pending"
+    progress: float = 0.0
+    fps: float | None = None
+    speed: float | None = None
+    frames: int | None = None
+    size_bytes: int | None = None
+
+
+class WorkflowState(BaseModel):
+    """What the workflow knows about itself; served by its ``state`` query."""
+
+    stage: str = "queued"
+    renditions: list[RenditionState] = []
+    dropped: list[DroppedProfile] = []
+    manifests: Manifests | None = None
+    stage_seconds: dict[str, float] = {}
+
+
+class EncodeResult(BaseModel):
+    job_id: str
+    manifests: Manifests
+    renditions: list[RenditionState]
+    dropped: list[DroppedProfile]
+    stage_seconds: dict[str, float]
+
+
+class Progress(BaseModel):
+    """Heartbeat details of an ffmpeg run."""
+
+    done_s: float
+    total_s: float
+    fps: float | None = None
+    speed: float | None = None
+    frames: int | None = None
+
+
+class SubmitResponse(BaseModel):
+    job_id: str
+    status_url: str
+    web_ui_url: str
+    deduplicated: bool
+
+
+class JobView(BaseModel):
+    """Body of ``GET /v1/jobs/{job_id}``."""
+
+    job_id: str
+    status: JobStatus
+    stage: str | None
+    progress: float = Field(ge=0, le=1)
+    renditions: list[RenditionState]
+    dropped: list[DroppedProfile] = []
+    manifests: Manifests | None
+    error: ErrorInfo | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    web_ui_url: str
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    status: JobStatus
+    created_at: datetime | None
+    closed_at: datetime | None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]

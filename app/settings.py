@@ -1,0 +1,74 @@
+"""Every setting of the platform, read once from the environment (``COSMOS_*``)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COSMOS_", extra="ignore")
+
+    data_dir: Path = Field(Path(".cosmos"), description="Server state, samples, scratch, outputs.")
+    temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port.")
+    namespace: str = Field("default", description="Temporal namespace.")
+    source_roots: str = Field(
+        "", description="Colon-separated folders sources may be read from (plus the data dir)."
+    )
+    output_uri: str | None = Field(
+        None, description="Where outputs go; default file://<data dir>/outputs."
+    )
+    scratch_uri: str | None = Field(
+        None, description="Intermediate files; default file://<data dir>/scratch."
+    )
+    web_ui_url: str = Field("http://localhost:8233", description="Temporal Web UI base URL.")
+    api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI finds the API.")
+    ffmpeg_path: str | None = Field(
+        None, description="ffmpeg binary; default the one shipped by imageio-ffmpeg."
+    )
+    activity_max_attempts: int = Field(3, ge=1, le=20, description="Attempts per activity.")
+    heartbeat_timeout_s: float = Field(
+        30.0, gt=0, description="An ffmpeg run with no progress for this long is killed."
+    )
+    worker_max_activities: int | None = Field(
+        None, ge=1, description="Concurrent activities per worker; default from the core count."
+    )
+    worker_shutdown_grace_s: float = Field(
+        30.0, ge=0, description="How long a stopping worker lets running work finish."
+    )
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def allowed_source_roots(self) -> list[Path]:
+        roots = [self.data_path]
+        roots += [Path(p).expanduser().resolve() for p in self.source_roots.split(":") if p.strip()]
+        return roots
+
+    @property
+    def resolved_output_uri(self) -> str:
+        return self.output_uri or (self.data_path / "outputs").as_uri()
+
+    @property
+    def resolved_scratch_uri(self) -> str:
+        return self.scratch_uri or (self.data_path / "scratch").as_uri()
+
+    def worker_concurrency(self) -> int:
+        """ffmpeg already uses every core; two runs per couple of cores keeps the CPU busy."""
+        if self.worker_max_activities:
+            return self.worker_max_activities
+        return max(2, (os.cpu_count() or 2) // 2)
+
+    def workflow_ui_link(self, workflow_id: str) -> str:
+        return f"{self.web_ui_url.rstrip('/')}/namespaces/{self.namespace}/workflows/{workflow_id}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,63 @@
+"""Where media lives: URIs in payloads, resolved to files only inside activities.
+
+Only the local backend exists yet (``file://``); an S3 backend slots in behind the same calls.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+
+class StorageError(ValueError):
+    """A URI this deployment cannot serve."""
+
+
+def uri_to_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise StorageError(f"unsupported storage URI scheme {parsed.scheme!r} in {uri!r}")
+    if parsed.netloc not in ("", "localhost"):
+        raise StorageError(f"file URIs must not name a host: {uri!r}")
+    return Path(unquote(parsed.path))
+
+
+def path_to_uri(path: Path) -> str:
+    return path.absolute().as_uri()
+
+
+def join(uri: str, *parts: str) -> str:
+    return path_to_uri(uri_to_path(uri).joinpath(*parts))
+
+
+def job_dir(root_uri: str, job_id: str) -> Path:
+    return uri_to_path(root_uri) / job_id
+
+
+def remove_tree(path: Path) -> bool:
+    """Remove a job's folder; True if something was there."""
+    if not path.exists():
+        return False
+    shutil.rmtree(path)
+    return True
+
+
+def publish_dir(staging: Path, target: Path) -> None:
+    """Make a finished folder appear at ``target`` whole or not at all.
+
+    A rename is atomic on one file system; across file systems the copy goes to a hidden
+    sibling first and is renamed into place.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        tmp = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(staging, tmp)
+        os.rename(tmp, target)
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Plato: durable, deterministic orchestration of the media functions."""

@@ -1,0 +1,295 @@
+"""EncodeWorkflow: probe → plan → encode (fan-out) → package → publish, with saga cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from app.activities.analyze import AnalyzeActivities
+    from app.activities.encode import EncodeActivities
+    from app.activities.lifecycle import LifecycleActivities
+    from app.activities.package import PackageActivities
+    from app.models import (
+        CleanupInput,
+        EncodeAudioInput,
+        EncodedMedia,
+        EncodeJob,
+        EncodeResult,
+        EncodeVideoInput,
+        ErrorInfo,
+        JobStatus,
+        Manifests,
+        NotifyInput,
+        PackageInput,
+        Plan,
+        PlanInput,
+        ProbeInput,
+        ProbeResult,
+        PublishInput,
+        Rendition,
+        RenditionState,
+        WorkflowState,
+    )
+    from app.queues import CPU_QUEUE
+
+T = TypeVar("T")
+
+NON_RETRYABLE = ["InvalidSource", "PlanError"]
+SHORT = timedelta(minutes=2)
+LONG = timedelta(hours=6)
+
+
+@workflow.defn
+class EncodeWorkflow:
+    def __init__(self) -> None:
+        self._state = WorkflowState()
+        self._job: EncodeJob | None = None
+
+    @workflow.query
+    def state(self) -> WorkflowState:
+        return self._state
+
+    @workflow.run
+    async def run(self, job: EncodeJob) -> EncodeResult:
+        self._job = job
+        try:
+            probe = await self._stage(
+                "probe",
+                self._call(AnalyzeActivities.probe_source, ProbeInput(source_uri=job.source_uri)),
+            )
+            plan = await self._stage(
+                "plan", self._call(AnalyzeActivities.plan, PlanInput(job=job, probe=probe))
+            )
+            self._state.dropped = plan.dropped
+            self._state.renditions = [
+                RenditionState(name=r.name, codec=r.codec, width=r.width, height=r.height)
+                for r in plan.renditions
+            ]
+            videos, audio = await self._stage("encode", self._encode_all(job, probe, plan))
+            package = await self._stage(
+                "package",
+                self._call(
+                    PackageActivities.package,
+                    PackageInput(
+                        job_id=job.job_id,
+                        scratch_uri=job.scratch_uri,
+                        videos=videos,
+                        audio=audio,
+                        segment_seconds=plan.segment_seconds,
+                    ),
+                    timeout=LONG,
+                    heartbeat=True,
+                ),
+            )
+            manifests = await self._stage(
+                "publish",
+                self._call(
+                    PackageActivities.publish_manifest,
+                    PublishInput(
+                        job=job,
+                        probe=probe,
+                        plan=plan,
+                        videos=videos,
+                        audio=audio,
+                        package=package,
+                        stage_seconds=dict(self._state.stage_seconds),
+                    ),
+                ),
+            )
+        except asyncio.CancelledError:
+            await self._finish(JobStatus.CANCELLED)
+            raise
+        except ActivityError as err:
+            error = _error_info(err)
+            await self._finish(JobStatus.FAILED, error=error)
+            raise ApplicationError(error.message, type=error.type, non_retryable=True) from err
+
+        self._state.manifests = manifests
+        await self._finish(JobStatus.SUCCEEDED, manifests=manifests)
+        return EncodeResult(
+            job_id=job.job_id,
+            manifests=manifests,
+            renditions=self._state.renditions,
+            dropped=plan.dropped,
+            stage_seconds=self._state.stage_seconds,
+        )
+
+    # ------------------------------------------------------------------ fan-out / fan-in
+
+    async def _encode_all(
+        self, job: EncodeJob, probe: ProbeResult, plan: Plan
+    ) -> tuple[list[EncodedMedia], EncodedMedia | None]:
+        """Every rendition (and the audio, once) in parallel; on the first failure or a
+        cancellation the others are cancelled and awaited, so their ffmpeg processes are dead
+        before compensation removes their files."""
+        videos = [
+            asyncio.create_task(self._encode_rendition(job, probe, rendition))
+            for rendition in plan.renditions
+        ]
+        tasks: list[asyncio.Task[EncodedMedia]] = list(videos)
+        audio = None
+        if probe.audio is not None:
+            audio = asyncio.create_task(
+                self._call(
+                    EncodeActivities.encode_audio,
+                    EncodeAudioInput(
+                        job_id=job.job_id,
+                        source_uri=job.source_uri,
+                        container=probe.container,
+                        scratch_uri=job.scratch_uri,
+                        duration_s=probe.duration_s,
+                    ),
+                    timeout=LONG,
+                    heartbeat=True,
+                )
+            )
+            tasks.append(audio)
+        try:
+            await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            await _cancel_and_wait(tasks)
+            raise
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+        if failed:
+            await _cancel_and_wait(tasks)
+            raise failed[0].exception()  # type: ignore[misc]
+        return [t.result() for t in videos], audio.result() if audio else None
+
+    async def _encode_rendition(
+        self, job: EncodeJob, probe: ProbeResult, rendition: Rendition
+    ) -> EncodedMedia:
+        """One activity per rendition today; the seam where chunked encoding will plug in."""
+        state = next(r for r in self._state.renditions if r.name == rendition.name)
+        state.status = "encoding"
+        try:
+            media: EncodedMedia = await self._call(
+                EncodeActivities.encode_video,
+                EncodeVideoInput(
+                    job_id=job.job_id,
+                    source_uri=job.source_uri,
+                    container=probe.container,
+                    scratch_uri=job.scratch_uri,
+                    rendition=rendition,
+                    duration_s=probe.duration_s,
+                ),
+                timeout=LONG,
+                heartbeat=True,
+            )
+        except asyncio.CancelledError:
+            state.status = "cancelled"
+            raise
+        except ActivityError:
+            state.status = "failed"
+            raise
+        state.status, state.progress = "done", 1.0
+        state.frames, state.size_bytes = media.frames, media.size_bytes
+        return media
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _stage(self, name: str, step: Awaitable[T]) -> T:
+        self._state.stage = name
+        started = workflow.time()
+        result = await step
+        self._state.stage_seconds[name] = round(workflow.time() - started, 3)
+        return result
+
+    def _call(
+        self,
+        fn: Any,
+        arg: Any,
+        *,
+        timeout: timedelta = SHORT,
+        heartbeat: bool = False,
+        attempts: int | None = None,
+    ) -> Any:
+        assert self._job is not None
+        retry = self._job.retry
+        return workflow.execute_activity_method(
+            fn,
+            arg,
+            task_queue=CPU_QUEUE,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=(
+                timedelta(seconds=self._job.heartbeat_timeout_s) if heartbeat else None
+            ),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=retry.initial_interval_s),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=retry.initial_interval_s * 60),
+                maximum_attempts=attempts or retry.max_attempts,
+                non_retryable_error_types=NON_RETRYABLE,
+            ),
+        )
+
+    async def _finish(
+        self,
+        status: JobStatus,
+        *,
+        error: ErrorInfo | None = None,
+        manifests: Manifests | None = None,
+    ) -> None:
+        """Saga end: compensate (remove everything a failed job wrote), then notify.
+
+        Neither may change the job's outcome: their own failures are logged, not raised.
+        """
+        assert self._job is not None
+        job = self._job
+        previous = self._state.stage
+        self._state.stage = "cleanup"
+        if status is not JobStatus.SUCCEEDED:
+            for r in self._state.renditions:
+                if r.status in ("pending", "encoding"):
+                    r.status = "cancelled"
+        try:
+            await self._call(
+                LifecycleActivities.cleanup,
+                CleanupInput(
+                    job_id=job.job_id,
+                    output_uri=job.output_uri,
+                    scratch_uri=job.scratch_uri,
+                    remove_outputs=status is not JobStatus.SUCCEEDED,
+                ),
+                attempts=10,
+            )
+        except ActivityError as err:
+            workflow.logger.error("cleanup of %s failed: %s", job.job_id, err.cause or err)
+        try:
+            await self._call(
+                LifecycleActivities.notify,
+                NotifyInput(
+                    job_id=job.job_id,
+                    status=status.value,
+                    webhook_url=job.webhook_url,
+                    error=error,
+                    manifests=manifests,
+                ),
+                attempts=5,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("notify of %s failed: %s", job.job_id, err.cause or err)
+        self._state.stage = "done" if status is JobStatus.SUCCEEDED else previous
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[EncodedMedia]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await workflow.wait(tasks)
+
+
+def _error_info(err: ActivityError) -> ErrorInfo:
+    """The innermost reason, in words a person can act on."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return ErrorInfo(type=cause.type or "ApplicationError", message=cause.message)
+    if isinstance(cause, TimeoutError):
+        return ErrorInfo(type="Timeout", message=f"{err.activity_type} timed out ({cause.type})")
+    return ErrorInfo(type=type(cause or err).__name__, message=str(cause or err))

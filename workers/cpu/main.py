@@ -1,0 +1,41 @@
+"""CPU pool: the workflows (Plato) and the software-encoding activities (Stratum)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from app.activities.registry import cpu_activities
+from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
+from app.settings import Settings, get_settings
+from app.temporal import connect
+from app.workflows.encode import EncodeWorkflow
+from workers.runner import run_until_signal
+
+
+def build_workers(client: Client, settings: Settings) -> list[Worker]:
+    return [
+        Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow]),
+        Worker(
+            client,
+            task_queue=CPU_QUEUE,
+            activities=cpu_activities(settings),
+            max_concurrent_activities=settings.worker_concurrency(),
+            graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
+        ),
+    ]
+
+
+async def main(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    client = await connect(settings)
+    await run_until_signal(build_workers(client, settings))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(main())
