@@ -17,6 +17,9 @@ from app.workflows.encode import EncodeWorkflow
 from workers.runner import run_until_signal
 
 
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
+
+
 def build_workers(client: Client, settings: Settings) -> list[Worker]:
     return [
         Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow]),
@@ -26,6 +29,9 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
             activities=cpu_activities(settings),
             max_concurrent_activities=settings.worker_concurrency(),
             graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
+            # Progress reaches the API through heartbeat details: send them often enough.
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         ),
     ]
 
