@@ -25,7 +25,9 @@ def make_video(
     """A test pattern with a tone: lavfi ``testsrc2`` + ``sine``, H.264/AAC in MP4."""
     binary = ffmpeg or ffmpeg_binary()
     path.parent.mkdir(parents=True, exist_ok=True)
-    video = f"testsrc2=size={width}x{height}:rate={rate}:duration={seconds}"
+    odd = width % 2 or height % 2  # testsrc2 and 4:2:0 both need even sizes
+    pattern = "testsrc" if odd else "testsrc2"
+    video = f"{pattern}=size={width}x{height}:rate={rate}:duration={seconds}"
     if sar:
         video += f",setsar={sar.replace(':', '/')}"
     cmd = [binary, "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
@@ -35,7 +37,8 @@ def make_video(
         cmd += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}:sample_rate=48000"]
         cmd += ["-filter_complex", f"[1:a]aformat=channel_layouts={layout}[a]"]
         cmd += ["-map", "0:v", "-map", "[a]", "-c:a", "aac", "-b:a", "96k"]
-    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    pix_fmt = "yuv444p" if odd else "yuv420p"
+    cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt]
     tmp = path.with_name(path.name + ".tmp.mp4")
     cmd += ["-f", "mp4", str(tmp)]
     subprocess.run(cmd, check=True)

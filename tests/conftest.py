@@ -1,0 +1,63 @@
+"""Shared fixtures: real binaries from the venv, generated media, Temporal test servers."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from app.activities.ffmpeg import ffmpeg_binary
+from app.samples import make_video
+
+BIN = Path(sys.executable).parent
+
+# name -> make_video arguments; tiny so the suite stays fast on 2 cores.
+MEDIA = {
+    "basic": {"width": 320, "height": 180, "seconds": 2.0},
+    "no_audio": {"width": 320, "height": 180, "seconds": 2.0, "audio_channels": None},
+    "surround": {"width": 320, "height": 180, "seconds": 2.0, "audio_channels": 6},
+    "odd": {"width": 321, "height": 241, "seconds": 2.0},
+    "anamorphic": {"width": 360, "height": 288, "seconds": 2.0, "sar": "16:15"},
+    "ntsc": {"width": 320, "height": 180, "seconds": 2.0, "rate": "30000/1001"},
+    "portrait": {"width": 180, "height": 320, "seconds": 2.0},
+    "rotated": {"width": 320, "height": 180, "seconds": 2.0, "rotation": 90},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    return ffmpeg_binary()
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every generated source, plus broken ones, made once per session."""
+    root = tmp_path_factory.mktemp("media")
+    for name, kwargs in MEDIA.items():
+        make_video(root / f"{name}.mp4", **kwargs)  # type: ignore[arg-type]
+    whole = (root / "basic.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    (root / "text.mp4").write_text("this is not a video\n" * 50)
+    (root / "empty.mp4").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+    )
+    async with env:
+        yield env

@@ -1,0 +1,64 @@
+"""Checks of packaged outputs with real tools: ffmpeg decodes, mpegdash parses."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from mpegdash.parser import MPEGDASHParser
+
+
+def decode(ffmpeg: str, playlist: Path, stream: str) -> tuple[int, float, str]:
+    """Decode one stream of an HLS playlist; return (frames, seconds decoded, errors)."""
+    proc = subprocess.run(
+        [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-allowed_extensions", "ALL",
+         "-protocol_whitelist", "file", "-i", str(playlist), "-map", f"0:{stream}:0",
+         "-f", "null", "-", "-progress", "pipe:1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    frames = [int(m) for m in re.findall(r"^frame=(\d+)", proc.stdout, re.M)]
+    times = [int(m) for m in re.findall(r"^out_time_us=(\d+)", proc.stdout, re.M)]
+    errors = proc.stderr.strip() if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr}"
+    return (frames[-1] if frames else 0), (times[-1] / 1e6 if times else 0.0), errors
+
+
+def check_package(out_dir: Path, ffmpeg: str, source_duration: float, frame_rate: str) -> dict[str, Any]:
+    """Assert that the HLS and DASH outputs are whole and agree; return manifest.json."""
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    renditions = manifest["renditions"]
+    fps = Fraction(frame_rate)
+    frame = float(1 / fps)
+
+    master = (out_dir / "master.m3u8").read_text()
+    resolutions = re.findall(r"RESOLUTION=(\d+)x(\d+)", master)
+    assert sorted(resolutions) == sorted((str(r["width"]), str(r["height"])) for r in renditions)
+
+    for r in renditions:
+        playlist = out_dir / r["hls_playlist"]
+        assert f"\n{r['hls_playlist']}" in master
+        frames, _, errors = decode(ffmpeg, playlist, "v")
+        assert errors == "", f"{playlist.name}: {errors}"
+        assert abs(frames / float(fps) - source_duration) <= frame + 1e-6, (frames, source_duration)
+        assert frames == r["frame_count"]
+        assert abs(r["duration_s"] - source_duration) <= frame + 1e-6
+        assert r["checksum"].startswith("sha256:")
+
+    if manifest["audio"]:
+        frames, seconds, errors = decode(ffmpeg, out_dir / manifest["audio"]["hls_playlist"], "a")
+        assert errors == ""
+        assert abs(seconds - source_duration) < 0.05
+        assert "TYPE=AUDIO" in master
+
+    mpd = MPEGDASHParser.parse(str(out_dir / "manifest.mpd"))
+    sets = mpd.periods[0].adaptation_sets
+    video_reps = [rep for s in sets if s.content_type == "video" for rep in s.representations]
+    assert sorted((rep.width, rep.height) for rep in video_reps) == sorted(
+        (r["width"], r["height"]) for r in renditions
+    )
+    audio_sets = [s for s in sets if s.content_type == "audio"]
+    assert len(audio_sets) == (1 if manifest["audio"] else 0)
+    return dict(manifest)
