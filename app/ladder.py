@@ -95,6 +95,42 @@ def _even(value: Fraction) -> int:
     return max(2, 2 * round(value / 2))
 
 
+def _floor_even(value: int) -> int:
+    return max(2, value - value % 2)
+
+
+MAX_SAR_TERM = 65535
+"""H.264/HEVC signal the sample aspect ratio as two 16-bit numbers."""
+LONG_SIDE_SLACK = 8
+"""How far (pixels) the long side may move to find an exactly signalable aspect ratio."""
+
+
+def _fit(short_side: int, dar: Fraction, max_w: int, max_h: int) -> tuple[int, int, Fraction]:
+    """Even width and height with the given short side, no larger than the source, and the
+    sample aspect ratio that makes width x SAR / height equal ``dar`` exactly.
+
+    When the exact SAR needs terms above 16 bits (e.g. DCI scope, 1024:429), the long side moves
+    by a few pixels to the nearest size whose SAR does fit.
+    """
+    portrait = dar < 1
+    short = min(_even(Fraction(short_side)), _floor_even(max_w if portrait else max_h))
+    limit = _floor_even(max_h if portrait else max_w)
+    exact_long = short / dar if portrait else short * dar
+    nearest = min(_even(exact_long), limit)
+    candidates = sorted(
+        (c for c in range(nearest - LONG_SIDE_SLACK, nearest + LONG_SIDE_SLACK + 1, 2)
+         if 2 <= c <= limit),
+        key=lambda c: (abs(c - exact_long), c),
+    )  # fmt: skip
+    for long in candidates:
+        width, height = (short, long) if portrait else (long, short)
+        sar = dar * height / width
+        if sar.numerator <= MAX_SAR_TERM and sar.denominator <= MAX_SAR_TERM:
+            return width, height, sar
+    width, height = (short, nearest) if portrait else (nearest, short)
+    return width, height, (dar * height / width).limit_denominator(MAX_SAR_TERM)
+
+
 def _ratio(value: Fraction) -> str:
     return f"{value.numerator}:{value.denominator}"
 
@@ -113,7 +149,6 @@ def plan_renditions(job: EncodeJob, probe: ProbeResult) -> Plan:
     """
     video = probe.video
     dar = Fraction(video.display_aspect_ratio.replace(":", "/"))
-    portrait = dar < 1
     source_short = min(video.display_width, video.display_height)
     frame_rate = Fraction(video.frame_rate)
     gop = gop_frames(frame_rate, job.segment_seconds)
@@ -129,12 +164,7 @@ def plan_renditions(job: EncodeJob, probe: ProbeResult) -> Plan:
                 )
             )
             continue
-        short = _even(Fraction(profile.height))
-        if portrait:
-            width, height = short, _even(short / dar)
-        else:
-            width, height = _even(short * dar), short
-        sar = (dar * height / width).limit_denominator(65535)
+        width, height, sar = _fit(profile.height, dar, video.display_width, video.display_height)
         codec = profile.codec or job.codec
         spec = CODECS[codec]
         renditions.append(

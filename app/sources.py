@@ -36,6 +36,8 @@ def resolve_source(source: str, roots: list[Path]) -> str:
         raise SourceError(f"source scheme {scheme!r} is not allowed; give a local path or file://")
     else:
         path = Path(source)
+    if "\x00" in str(path):
+        raise SourceError("source contains a NUL byte")
     if ".." in path.parts:
         raise SourceError("source path must not contain '..'")
     if not path.is_absolute():

@@ -21,7 +21,8 @@ def uri_to_path(uri: str) -> Path:
         raise StorageError(f"unsupported storage URI scheme {parsed.scheme!r} in {uri!r}")
     if parsed.netloc not in ("", "localhost"):
         raise StorageError(f"file URIs must not name a host: {uri!r}")
-    return Path(unquote(parsed.path))
+    # surrogateescape: file names need not be UTF-8, and as_uri() quotes their raw bytes.
+    return Path(unquote(parsed.path, errors="surrogateescape"))
 
 
 def path_to_uri(path: Path) -> str:

@@ -22,11 +22,15 @@ def decode(ffmpeg: str, playlist: Path, stream: str) -> tuple[int, float, str]:
     )  # fmt: skip
     frames = [int(m) for m in re.findall(r"^frame=(\d+)", proc.stdout, re.M)]
     times = [int(m) for m in re.findall(r"^out_time_us=(\d+)", proc.stdout, re.M)]
-    errors = proc.stderr.strip() if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr}"
+    errors = (
+        proc.stderr.strip() if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr}"
+    )
     return (frames[-1] if frames else 0), (times[-1] / 1e6 if times else 0.0), errors
 
 
-def check_package(out_dir: Path, ffmpeg: str, source_duration: float, frame_rate: str) -> dict[str, Any]:
+def check_package(
+    out_dir: Path, ffmpeg: str, source_duration: float, frame_rate: str
+) -> dict[str, Any]:
     """Assert that the HLS and DASH outputs are whole and agree; return manifest.json."""
     manifest = json.loads((out_dir / "manifest.json").read_text())
     renditions = manifest["renditions"]

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from app.activities.analyze import AnalyzeActivities
@@ -185,8 +185,8 @@ class EncodeWorkflow:
         except asyncio.CancelledError:
             state.status = "cancelled"
             raise
-        except ActivityError:
-            state.status = "failed"
+        except ActivityError as err:
+            state.status = "cancelled" if isinstance(err.cause, CancelledError) else "failed"
             raise
         state.status, state.progress = "done", 1.0
         state.frames, state.size_bytes = media.frames, media.size_bytes

@@ -16,7 +16,6 @@ from app.temporal import connect
 from app.workflows.encode import EncodeWorkflow
 from workers.runner import run_until_signal
 
-
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 

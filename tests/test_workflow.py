@@ -1,0 +1,359 @@
+"""Plato's semantics in the time-skipping server, with stand-in activities.
+
+Retry, saga compensation, cancellation, idempotent starts and fan-out are orchestration: the
+activities here only record what happened to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from app.ladder import plan_renditions
+from app.models import (
+    AudioInfo,
+    CleanupInput,
+    EncodeAudioInput,
+    EncodedMedia,
+    EncodeJob,
+    EncodeResult,
+    EncodeVideoInput,
+    Manifests,
+    NotifyInput,
+    PackageInput,
+    PackageResult,
+    Plan,
+    PlanInput,
+    ProbeInput,
+    ProbeResult,
+    PublishInput,
+    RetryOptions,
+    VideoInfo,
+    WorkflowState,
+)
+from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
+from app.workflows.encode import EncodeWorkflow
+
+
+def probe_result(audio: bool = True) -> ProbeResult:
+    return ProbeResult(
+        container="mov",
+        duration_s=10.0,
+        size_bytes=1000,
+        video=VideoInfo(
+            codec="h264", width=1920, height=1080, sample_aspect_ratio="1:1",
+            display_aspect_ratio="16:9", rotation=0, frame_rate="30/1",
+            display_width=1920, display_height=1080,
+        ),
+        audio=AudioInfo(codec="aac", channels=2, channel_layout="stereo", sample_rate=48000)
+        if audio
+        else None,
+        streams=["#0 video h264"],
+    )  # fmt: skip
+
+
+def media(name: str) -> EncodedMedia:
+    return EncodedMedia(
+        name=name, uri=f"file:///scratch/{name}.mp4", size_bytes=1, duration_s=10, frames=300,
+        checksum="sha256:0",
+    )  # fmt: skip
+
+
+@dataclass
+class Stand:
+    """Stand-in activities with knobs; ``events`` records the order things happened in."""
+
+    audio: bool = True
+    probe_error: Exception | None = None
+    fail_video: Callable[[str, int], Exception | None] = lambda name, attempt: None
+    block_video: set[str] = field(default_factory=set)
+    events: list[str] = field(default_factory=list)
+    attempts: dict[str, int] = field(default_factory=dict)
+    running: int = 0
+    peak: int = 0
+    cleanups: list[CleanupInput] = field(default_factory=list)
+    notes: list[NotifyInput] = field(default_factory=list)
+    audio_inputs: list[EncodeAudioInput] = field(default_factory=list)
+    packages: list[PackageInput] = field(default_factory=list)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        @activity.defn(name="probe_source")
+        async def probe_source(input: ProbeInput) -> ProbeResult:
+            self.events.append("probe")
+            self.attempts["probe"] = self.attempts.get("probe", 0) + 1
+            if self.probe_error:
+                raise self.probe_error
+            return probe_result(self.audio)
+
+        @activity.defn(name="plan_renditions")
+        async def plan(input: PlanInput) -> Plan:
+            return plan_renditions(input.job, input.probe)
+
+        @activity.defn(name="encode_video")
+        async def encode_video(input: EncodeVideoInput) -> EncodedMedia:
+            name = input.rendition.name
+            attempt = activity.info().attempt
+            self.attempts[name] = attempt
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            try:
+                if name in self.block_video:
+                    self.events.append(f"blocking {name}")
+                    while True:
+                        activity.heartbeat({"label": name, "done_s": 1, "total_s": 10})
+                        await asyncio.sleep(0.1)
+                await asyncio.sleep(0.2)
+                error = self.fail_video(name, attempt)
+                if error:
+                    raise error
+                self.events.append(f"encoded {name}")
+                return media(name)
+            except asyncio.CancelledError:
+                self.events.append(f"cancelled {name}")
+                raise
+            finally:
+                self.running -= 1
+
+        @activity.defn(name="encode_audio")
+        async def encode_audio(input: EncodeAudioInput) -> EncodedMedia:
+            self.audio_inputs.append(input)
+            return media("audio")
+
+        @activity.defn(name="package")
+        async def package(input: PackageInput) -> PackageResult:
+            self.packages.append(input)
+            return PackageResult(
+                staging_uri="file:///scratch/package", hls_master="master.m3u8",
+                dash_manifest="manifest.mpd", video_playlists=[], audio_playlist=None,
+            )  # fmt: skip
+
+        @activity.defn(name="publish_manifest")
+        async def publish_manifest(input: PublishInput) -> Manifests:
+            self.events.append("publish")
+            return Manifests(
+                hls="file:///out/master.m3u8", dash="file:///out/manifest.mpd",
+                manifest="file:///out/manifest.json",
+            )  # fmt: skip
+
+        @activity.defn(name="cleanup")
+        async def cleanup(input: CleanupInput) -> list[str]:
+            self.events.append("cleanup")
+            self.cleanups.append(input)
+            return []
+
+        @activity.defn(name="notify")
+        async def notify(input: NotifyInput) -> None:
+            self.events.append(f"notify {input.status}")
+            self.notes.append(input)
+
+        return [probe_source, plan, encode_video, encode_audio, package, publish_manifest,
+                cleanup, notify]  # fmt: skip
+
+
+def job(profiles: list[str] | None = None, **overrides: Any) -> EncodeJob:
+    fields: dict[str, Any] = {
+        "job_id": f"job-{uuid.uuid4().hex[:8]}",
+        "source_uri": "file:///media/source.mp4",
+        "profiles": profiles or ["1080p", "720p", "480p"],
+        "codec": "h264",
+        "segment_seconds": 4,
+        "output_uri": "file:///out",
+        "scratch_uri": "file:///scratch",
+        "retry": RetryOptions(max_attempts=3, initial_interval_s=0.1),
+        "heartbeat_timeout_s": 5,
+    }
+    return EncodeJob(**(fields | overrides))
+
+
+@pytest.fixture
+async def client(time_skipping_env: WorkflowEnvironment) -> Client:
+    return time_skipping_env.client
+
+
+@pytest.fixture
+async def run_workers(client: Client) -> AsyncIterator[Callable[[Stand], Any]]:
+    """Start workers serving the given stand-ins; all are shut down at the end of the test."""
+    started: list[Worker] = []
+
+    async def start(stand: Stand) -> None:
+        queue_suffix = uuid.uuid4().hex[:6]
+        stand.queue_suffix = queue_suffix  # type: ignore[attr-defined]
+        for worker in (
+            Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow]),
+            Worker(client, task_queue=CPU_QUEUE, activities=stand.activities()),
+        ):
+            asyncio.create_task(worker.run())  # noqa: RUF006
+            started.append(worker)
+
+    yield start
+    for worker in started:
+        await worker.shutdown()
+
+
+async def wait_for_event(stand: Stand, event: str) -> None:
+    """Cancel only once work is running: the Java test server mishandles a cancel that races
+    the completion of a short activity (ACTIVITY_UNKNOWN), which the real server does not."""
+    for _ in range(200):
+        if event in stand.events:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{event!r} never happened: {stand.events}")
+
+
+async def start(client: Client, encode_job: EncodeJob) -> Any:
+    return await client.start_workflow(
+        EncodeWorkflow.run,
+        encode_job,
+        id=encode_job.job_id,
+        task_queue=WORKFLOW_QUEUE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+    )
+
+
+async def test_fan_out_encodes_every_rendition_in_parallel(
+    client: Client, run_workers: Any
+) -> None:
+    stand = Stand()
+    await run_workers(stand)
+    handle = await start(client, job())
+    result: EncodeResult = await handle.result()
+    assert sorted(r.name for r in result.renditions) == ["1080p", "480p", "720p"]
+    assert all(r.status == "done" and r.frames == 300 for r in result.renditions)
+    assert stand.peak == 3, "all renditions should encode at once"
+    assert len(stand.audio_inputs) == 1, "audio is encoded once per job"
+    assert stand.packages[0].audio is not None
+    assert [v.name for v in stand.packages[0].videos] == ["1080p", "720p", "480p"]
+    assert set(result.stage_seconds) == {"probe", "plan", "encode", "package", "publish"}
+    assert stand.events[-2:] == ["cleanup", "notify SUCCEEDED"]
+    assert stand.cleanups[0].remove_outputs is False
+    state: WorkflowState = await handle.query(EncodeWorkflow.state)
+    assert state.stage == "done" and state.manifests is not None
+
+
+async def test_rungs_above_the_source_are_dropped_and_reported(
+    client: Client, run_workers: Any
+) -> None:
+    stand = Stand()
+    await run_workers(stand)
+    result: EncodeResult = await (await start(client, job(["2160p", "1080p"]))).result()
+    assert [r.name for r in result.renditions] == ["1080p"]
+    assert [d.name for d in result.dropped] == ["2160p"]
+    assert "upscale" in result.dropped[0].reason
+
+
+async def test_no_audio_gives_outputs_without_audio(client: Client, run_workers: Any) -> None:
+    stand = Stand(audio=False)
+    await run_workers(stand)
+    await (await start(client, job())).result()
+    assert stand.audio_inputs == []
+    assert stand.packages[0].audio is None
+
+
+async def test_transient_failures_are_retried_with_backoff(
+    client: Client, run_workers: Any
+) -> None:
+    def flaky(name: str, attempt: int) -> Exception | None:
+        return ApplicationError("disk hiccup") if name == "720p" and attempt < 3 else None
+
+    stand = Stand(fail_video=flaky)
+    await run_workers(stand)
+    await (await start(client, job())).result()
+    assert stand.attempts["720p"] == 3
+    assert stand.attempts["1080p"] == 1
+    assert stand.notes[-1].status == "SUCCEEDED"
+
+
+async def test_bad_input_fails_at_once_and_compensates(client: Client, run_workers: Any) -> None:
+    error = ApplicationError("source is audio-only", type="InvalidSource", non_retryable=True)
+    stand = Stand(probe_error=error)
+    await run_workers(stand)
+    handle = await start(client, job())
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "InvalidSource"
+    assert cause.message == "source is audio-only"
+    assert stand.attempts["probe"] == 1
+    assert stand.events == ["probe", "cleanup", "notify FAILED"]
+    assert stand.cleanups[0].remove_outputs is True
+    assert stand.notes[0].error is not None and stand.notes[0].error.type == "InvalidSource"
+
+
+async def test_exhausted_retries_cancel_siblings_then_compensate(
+    client: Client, run_workers: Any
+) -> None:
+    stand = Stand(
+        fail_video=lambda name, attempt: (
+            ApplicationError("encoder crashed") if name == "480p" else None
+        ),
+        block_video={"1080p"},
+    )
+    await run_workers(stand)
+    handle = await start(client, job())
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert isinstance(info.value.cause, ApplicationError)
+    assert "encoder crashed" in info.value.cause.message
+    assert stand.attempts["480p"] == 3
+    # The blocked sibling was cancelled (its ffmpeg would be killed) before compensation ran.
+    assert stand.events.index("cancelled 1080p") < stand.events.index("cleanup")
+    assert stand.events[-1] == "notify FAILED"
+    assert "publish" not in stand.events
+    state: WorkflowState = await handle.query(EncodeWorkflow.state)
+    statuses = {r.name: r.status for r in state.renditions}
+    assert statuses == {"1080p": "cancelled", "720p": "done", "480p": "failed"}
+
+
+async def test_cancellation_reaches_activities_and_compensates(
+    client: Client, run_workers: Any
+) -> None:
+    stand = Stand(block_video={"1080p", "720p", "480p"})
+    await run_workers(stand)
+    handle = await start(client, job())
+    for name in ("1080p", "720p", "480p"):
+        await wait_for_event(stand, f"blocking {name}")
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert isinstance(info.value.cause, CancelledError)
+    cancelled = [e for e in stand.events if e.startswith("cancelled")]
+    assert len(cancelled) == 3
+    assert max(stand.events.index(e) for e in cancelled) < stand.events.index("cleanup")
+    assert stand.events[-1] == "notify CANCELLED"
+    assert stand.cleanups[0].remove_outputs is True
+
+
+async def test_the_same_job_twice_is_one_workflow(client: Client, run_workers: Any) -> None:
+    stand = Stand(block_video={"1080p"})
+    await run_workers(stand)
+    encode_job = job()
+    first = await start(client, encode_job)
+    second = await start(client, encode_job)
+    assert second.result_run_id == first.result_run_id
+    await wait_for_event(stand, "blocking 1080p")
+    await first.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await first.result()
+    assert stand.attempts["probe"] == 1
+
+
+async def test_a_finished_job_is_found_not_encoded_again(client: Client, run_workers: Any) -> None:
+    stand = Stand()
+    await run_workers(stand)
+    finished = job()
+    await (await start(client, finished)).result()
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await start(client, finished)
