@@ -199,6 +199,8 @@ class EncodeWorkflow:
         started = workflow.time()
         result = await step
         self._state.stage_seconds[name] = round(workflow.time() - started, 3)
+        if _cancel_requested():
+            raise asyncio.CancelledError(f"cancelled during {name}")
         return result
 
     def _call(
@@ -277,6 +279,13 @@ class EncodeWorkflow:
         except ActivityError as err:
             workflow.logger.warning("notify of %s failed: %s", job.job_id, err.cause or err)
         self._state.stage = "done" if status is JobStatus.SUCCEEDED else previous
+
+
+def _cancel_requested() -> bool:
+    """A cancel that arrives while an activity is completing anyway is not raised by the SDK
+    (the activity's result wins); the run task still counts it, so it is not lost."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[EncodedMedia]]) -> None:
