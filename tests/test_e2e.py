@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -119,16 +121,42 @@ async def test_idempotency_key_names_the_job(stack: Stack, media_dir: Path) -> N
     assert stack.wait(first["job_id"])["status"] == "SUCCEEDED"
 
 
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real HTTP receiver on loopback that records what it is sent."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+
+
 async def test_bad_source_fails_with_a_reason_and_leaves_nothing(
-    stack: Stack, media_dir: Path
+    stack: Stack, media_dir: Path, webhook: tuple[str, list[dict[str, Any]]]
 ) -> None:
-    job_id = stack.submit(source=str(media_dir / "text.mp4"))["job_id"]
+    url, received = webhook
+    job_id = stack.submit(source=str(media_dir / "text.mp4"), webhook_url=url)["job_id"]
     view = stack.wait(job_id)
     assert view["status"] == "FAILED"
     assert view["error"]["type"] == "InvalidSource"
     assert "not a readable media file" in view["error"]["message"]
     assert not (stack.data_dir / "outputs" / job_id).exists()
     assert not (stack.data_dir / "scratch" / job_id).exists()
+    assert [(r["job_id"], r["status"], r["error"]["type"]) for r in received] == [
+        (job_id, "FAILED", "InvalidSource")
+    ]
 
 
 async def test_cancel_kills_ffmpeg_and_removes_everything(stack: Stack, media_dir: Path) -> None:
