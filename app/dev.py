@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -52,17 +53,49 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes], name: str) -> None:
+def spare_ports(count: int, taken: set[int]) -> list[int]:
+    """Free ports for the dev server's HTTP and metrics endpoints, chosen here rather than by
+    the server so that they can never land on a port this stack is about to use."""
+    found: list[int] = []
+    socks = []
+    try:
+        while len(found) < count:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                found.append(port)
+    finally:
+        for sock in socks:
+            sock.close()
+    return found
+
+
+def wait_ready(
+    check: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes], name: str
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise DevError(f"{name} exited with status {proc.returncode} while starting")
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if check():
+            return
         time.sleep(0.2)
-    raise DevError(f"{name} did not open port {port} within {timeout:.0f}s")
+    raise DevError(f"{name} was not ready within {timeout:.0f}s")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def api_healthy(url: str) -> bool:
+    try:
+        return bool(httpx.get(f"{url}/healthz", timeout=1).json() == {"status": "ok"})
+    except (httpx.HTTPError, ValueError):
+        return False
 
 
 @dataclass
@@ -114,6 +147,7 @@ class Stack:
         ):
             if not port_free(port):
                 raise DevError(f"port {port} is in use; choose another with {flag}")
+        http_port, metrics_port = spare_ports(2, {self.api_port, self.temporal_port, self.ui_port})
         temporal = self.spawn(
             "temporal",
             [
@@ -122,10 +156,12 @@ class Stack:
                 "--ip", "127.0.0.1",
                 "--port", str(self.temporal_port),
                 "--ui-port", str(self.ui_port),
+                "--http-port", str(http_port),
+                "--metrics-port", str(metrics_port),
                 "--ui-disable-news-fetch",
             ],
         )  # fmt: skip
-        wait_port(self.temporal_port, 60, temporal, "the Temporal dev server")
+        wait_ready(lambda: port_open(self.temporal_port), 60, temporal, "the Temporal dev server")
         python = sys.executable
         self.spawn("worker-cpu", [python, "-m", "workers.cpu.main"])
         if has_gpu():
@@ -137,7 +173,7 @@ class Stack:
                 "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning",
             ],
         )  # fmt: skip
-        wait_port(self.api_port, 60, api, "the API")
+        wait_ready(lambda: api_healthy(self.api_url), 60, api, "the API")
 
     def check(self) -> str | None:
         """The name of a child that died, if one did."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.dev import port_free
-from tests.conftest import BIN, free_port
+from tests.conftest import BIN, free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 def test_dev_runs_the_sample_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "cosmos"
-    ports = {"api-port": free_port(), "temporal-port": free_port(), "ui-port": free_port()}
+    ports = dict(zip(("api-port", "temporal-port", "ui-port"), free_ports(3), strict=True))
     proc, lines = run_dev(data_dir, ports, until="serving")
     text = "\n".join(lines)
     assert "SUCCEEDED" in text, text
@@ -85,9 +85,10 @@ def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        temporal_port, ui_port = free_ports(2)
         result = subprocess.run(
             [str(BIN / "cosmos"), "dev", "--data-dir", str(tmp_path), "--api-port", str(port),
-             "--temporal-port", str(free_port()), "--ui-port", str(free_port()), "--no-sample"],
+             "--temporal-port", str(temporal_port), "--ui-port", str(ui_port), "--no-sample"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert result.returncode == 1
