@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import re
 import subprocess
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 from mpegdash.parser import MPEGDASHParser
 
 
@@ -26,6 +29,21 @@ def decode(ffmpeg: str, playlist: Path, stream: str) -> tuple[int, float, str]:
         proc.stderr.strip() if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr}"
     )
     return (frames[-1] if frames else 0), (times[-1] / 1e6 if times else 0.0), errors
+
+
+def keyframe_times(out_dir: Path, rep_id: int) -> list[float]:
+    """Presentation times of the keyframes of one representation (init + its segments)."""
+    data = b"".join(
+        p.read_bytes()
+        for p in [out_dir / f"init-{rep_id}.m4s", *sorted(out_dir.glob(f"chunk-{rep_id}-*.m4s"))]
+    )
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        stream = container.streams.video[0]
+        return sorted(
+            round(float(packet.pts * stream.time_base), 3)
+            for packet in container.demux(stream)
+            if packet.is_keyframe and packet.pts is not None
+        )
 
 
 def check_package(
@@ -56,6 +74,21 @@ def check_package(
         assert errors == ""
         assert abs(seconds - source_duration) < 0.05
         assert "TYPE=AUDIO" in master
+
+    # One set of CMAF segments serves both HLS and DASH: nothing but init and chunk files.
+    media_files = {p.name for p in out_dir.iterdir()} - {
+        "manifest.json",
+        "manifest.mpd",
+        "master.m3u8",
+    }
+    assert all(
+        re.fullmatch(r"(init-\d+|chunk-\d+-\d{5})\.m4s|media_\d+\.m3u8", n) for n in media_files
+    )
+    # Keyframes at the same instants in every rendition, so players can switch at any segment.
+    starts = [keyframe_times(out_dir, i) for i in range(len(renditions))]
+    assert all(s == starts[0] for s in starts), starts
+    gop = renditions[0]["settings"]["gop_frames"]
+    assert len(starts[0]) == math.ceil(renditions[0]["frame_count"] / gop), starts[0]
 
     mpd = MPEGDASHParser.parse(str(out_dir / "manifest.mpd"))
     sets = mpd.periods[0].adaptation_sets
