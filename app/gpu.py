@@ -85,6 +85,35 @@ class NvmlProbe:
         return found
 
 
+class RecordedProbe:
+    """Hardware as recorded from a real machine, for tests and routing drills."""
+
+    def __init__(self, gpus: list[GpuInfo]) -> None:
+        self._gpus = gpus
+
+    def gpus(self) -> list[GpuInfo]:
+        if not self._gpus:
+            raise NoGpu("no NVIDIA driver or GPU found (recorded: none)")
+        return list(self._gpus)
+
+
+# What NVML reports on cards we route for (names and capabilities as the driver gives them).
+H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", 81559, "550.90.07", (), True)
+L4 = GpuInfo(0, "NVIDIA L4", 23034, "550.90.07", ("h264", "hevc", "av1"), True)
+T4 = GpuInfo(0, "Tesla T4", 15360, "535.183.01", ("h264", "hevc"), True)
+
+
+def queues_for(gpus: list[GpuInfo]) -> list[str]:
+    """The queues a GPU worker polls: NVENC per codec its cards encode, CUDA where NVDEC is."""
+    from app.queues import CUDA_QUEUE, nvenc_queue
+
+    codecs = sorted({codec for gpu in gpus for codec in gpu.nvenc_codecs})
+    queues = [nvenc_queue(codec) for codec in codecs]  # type: ignore[arg-type]
+    if any(gpu.nvdec for gpu in gpus):
+        queues.append(CUDA_QUEUE)
+    return queues
+
+
 def has_gpu(probe: GpuProbe | None = None) -> bool:
     try:
         return bool((probe or NvmlProbe()).gpus())

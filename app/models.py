@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 Codec = Literal["h264", "hevc", "av1"]
+Accelerator = Literal["auto", "cpu", "gpu"]
 ProfileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
 
 
@@ -46,6 +47,9 @@ class EncodeRequest(Strict):
     )
     codec: Codec = "h264"
     segment_seconds: int = Field(4, ge=1, le=10, description="HLS/DASH segment (and GOP) length.")
+    accelerator: Accelerator = Field(
+        "auto", description="auto: GPU encoders when a capable pool polls, else CPU."
+    )
     webhook_url: HttpUrl | None = None
 
     @field_validator("profiles")
@@ -71,6 +75,8 @@ class EncodeJob(Strict):
     scratch_uri: str
     retry: RetryOptions = RetryOptions()
     heartbeat_timeout_s: float = Field(30.0, gt=0, le=3600)
+    accelerator: Accelerator = "auto"
+    gpu_schedule_to_start_s: float = Field(60.0, gt=0, le=3600)
 
 
 # ---------------------------------------------------------------- probe and plan
@@ -159,6 +165,7 @@ class EncodeVideoInput(Strict):
     scratch_uri: str
     rendition: Rendition
     duration_s: float
+    rotation: int = 0
 
 
 class EncodeAudioInput(Strict):
@@ -178,6 +185,22 @@ class EncodedMedia(Strict):
     duration_s: float
     frames: int
     checksum: str
+    encoder: str | None = None
+    queue: str | None = None
+
+
+class RouteInput(Strict):
+    codecs: list[Codec]
+    accelerator: Accelerator
+
+
+class Route(Strict):
+    """Where the encodes of one codec go, and why."""
+
+    codec: Codec
+    queue: str
+    mode: Literal["cpu", "nvenc", "cuda"]
+    reason: str
 
 
 class PackageInput(Strict):
@@ -254,6 +277,8 @@ class RenditionState(BaseModel):
     speed: float | None = None
     frames: int | None = None
     size_bytes: int | None = None
+    queue: str | None = Field(None, description="The pool it ran on.")
+    encoder: str | None = None
 
 
 class WorkflowState(BaseModel):
@@ -316,3 +341,21 @@ class JobSummary(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobSummary]
+
+
+class Poller(BaseModel):
+    identity: str
+    last_seen: datetime | None
+
+
+class Pool(BaseModel):
+    """Body item of ``GET /v1/workers``."""
+
+    queue: str
+    kind: Literal["workflow", "cpu", "nvenc", "cuda"]
+    capabilities: list[str]
+    pollers: list[Poller]
+
+
+class PoolList(BaseModel):
+    pools: list[Pool]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +39,12 @@ class Settings(BaseSettings):
     worker_shutdown_grace_s: float = Field(
         30.0, ge=0, description="How long a stopping worker lets running work finish."
     )
+    gpu_schedule_to_start_s: float = Field(
+        60.0, gt=0, description="GPU work waiting longer than this for a worker goes to CPU."
+    )
+    nvenc_sessions_per_gpu: int = Field(
+        3, ge=1, le=64, description="Concurrent hardware encodes per GPU."
+    )
 
     @property
     def data_path(self) -> Path:
@@ -60,10 +65,11 @@ class Settings(BaseSettings):
         return self.scratch_uri or (self.data_path / "scratch").as_uri()
 
     def worker_concurrency(self) -> int:
-        """ffmpeg already uses every core; two runs per couple of cores keeps the CPU busy."""
-        if self.worker_max_activities:
-            return self.worker_max_activities
-        return max(2, (os.cpu_count() or 2) // 2)
+        """Sized from this machine's cores and memory by the encode's resource shape, plus one
+        slot so that probes and bookkeeping are not stuck behind encodes."""
+        from app.resources import ENCODE_CPU, cpu_slots
+
+        return self.worker_max_activities or cpu_slots(ENCODE_CPU) + 1
 
     def workflow_ui_link(self, workflow_id: str) -> str:
         return f"{self.web_ui_url.rstrip('/')}/namespaces/{self.namespace}/workflows/{workflow_id}"

@@ -84,7 +84,9 @@ async def test_encode_over_http(
     out_dir = uri_to_path(view["manifests"]["manifest"]).parent
     assert out_dir == stack.data_dir / "outputs" / job_id
     manifest = check_package(out_dir, ffmpeg, 2.0, "30/1")
-    assert set(manifest["stage_seconds"]) == {"probe", "plan", "encode", "package"}
+    assert set(manifest["stage_seconds"]) == {"probe", "plan", "route", "encode", "package"}
+    assert {r["queue"] for r in view["renditions"]} == {"cosmos-cpu"}
+    assert {r["encoder"] for r in view["renditions"]} == {"libx264"}
     assert manifest["renditions"][1]["settings"]["preset"] == "veryfast"
     assert not (stack.data_dir / "scratch" / job_id).exists()
 

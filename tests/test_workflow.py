@@ -39,10 +39,13 @@ from app.models import (
     ProbeResult,
     PublishInput,
     RetryOptions,
+    Route,
+    RouteInput,
     VideoInfo,
     WorkflowState,
 )
-from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
+from app.pools import NoCapablePool, choose_route
+from app.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
 from app.workflows.encode import EncodeWorkflow
 
 
@@ -86,6 +89,8 @@ class Stand:
     notes: list[NotifyInput] = field(default_factory=list)
     audio_inputs: list[EncodeAudioInput] = field(default_factory=list)
     packages: list[PackageInput] = field(default_factory=list)
+    live_gpu_queues: set[str] = field(default_factory=set)
+    ran_on: dict[str, str] = field(default_factory=dict)
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="probe_source")
@@ -100,10 +105,20 @@ class Stand:
         async def plan(input: PlanInput) -> Plan:
             return plan_renditions(input.job, input.probe)
 
+        @activity.defn(name="route_encodes")
+        async def route(input: RouteInput) -> list[Route]:
+            try:
+                return [
+                    choose_route(c, input.accelerator, self.live_gpu_queues) for c in input.codecs
+                ]
+            except NoCapablePool as err:
+                raise ApplicationError(str(err), type="NoCapablePool", non_retryable=True) from None
+
         @activity.defn(name="encode_video")
         async def encode_video(input: EncodeVideoInput) -> EncodedMedia:
             name = input.rendition.name
             attempt = activity.info().attempt
+            self.ran_on[name] = activity.info().task_queue
             self.attempts[name] = attempt
             self.running += 1
             self.peak = max(self.peak, self.running)
@@ -157,7 +172,7 @@ class Stand:
             self.events.append(f"notify {input.status}")
             self.notes.append(input)
 
-        return [probe_source, plan, encode_video, encode_audio, package, publish_manifest,
+        return [probe_source, plan, route, encode_video, encode_audio, package, publish_manifest,
                 cleanup, notify]  # fmt: skip
 
 
@@ -235,7 +250,8 @@ async def test_fan_out_encodes_every_rendition_in_parallel(
     assert len(stand.audio_inputs) == 1, "audio is encoded once per job"
     assert stand.packages[0].audio is not None
     assert [v.name for v in stand.packages[0].videos] == ["1080p", "720p", "480p"]
-    assert set(result.stage_seconds) == {"probe", "plan", "encode", "package", "publish"}
+    assert set(result.stage_seconds) == {"probe", "plan", "route", "encode", "package", "publish"}
+    assert set(stand.ran_on.values()) == {CPU_QUEUE}
     assert stand.events[-2:] == ["cleanup", "notify SUCCEEDED"]
     assert stand.cleanups[0].remove_outputs is False
     state: WorkflowState = await handle.query(EncodeWorkflow.state)
@@ -357,3 +373,44 @@ async def test_a_finished_job_is_found_not_encoded_again(client: Client, run_wor
     await (await start(client, finished)).result()
     with pytest.raises(WorkflowAlreadyStartedError):
         await start(client, finished)
+
+
+# ---------------------------------------------------------------- routing (Stratum)
+
+
+async def test_gpu_work_not_picked_up_falls_back_to_cpu(client: Client, run_workers: Any) -> None:
+    """A GPU pool was seen polling, but nobody takes the task: after the schedule-to-start
+    timeout the rendition runs on the CPU pool, and the job says where it ran."""
+    stand = Stand(live_gpu_queues={nvenc_queue("h264")})
+    await run_workers(stand)
+    handle = await start(client, job(["720p"], gpu_schedule_to_start_s=2))
+    result: EncodeResult = await handle.result()
+    assert stand.ran_on == {"720p": CPU_QUEUE}
+    assert result.renditions[0].queue == CPU_QUEUE
+
+
+async def test_gpu_asked_and_not_picked_up_fails_with_the_reason(
+    client: Client, run_workers: Any
+) -> None:
+    stand = Stand(live_gpu_queues={CUDA_QUEUE})
+    await run_workers(stand)
+    handle = await start(client, job(["720p"], accelerator="gpu", gpu_schedule_to_start_s=2))
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert isinstance(info.value.cause, ApplicationError)
+    assert info.value.cause.type == "NoCapablePool"
+    assert f"no GPU worker on {CUDA_QUEUE} took 720p" in info.value.cause.message
+    assert stand.ran_on == {}
+    assert stand.events[-2:] == ["cleanup", "notify FAILED"]
+
+
+async def test_gpu_asked_without_any_gpu_pool_fails_fast(client: Client, run_workers: Any) -> None:
+    stand = Stand()
+    await run_workers(stand)
+    handle = await start(client, job(["720p"], accelerator="gpu"))
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert isinstance(info.value.cause, ApplicationError)
+    assert info.value.cause.type == "NoCapablePool"
+    assert "no GPU pool can encode h264" in info.value.cause.message
+    assert "encoded" not in " ".join(stand.events)

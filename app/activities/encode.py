@@ -12,29 +12,59 @@ from temporalio import activity
 from app.activities.common import ActivityBase, input_args, sha256_files
 from app.activities.probe import count_frames
 from app.models import EncodeAudioInput, EncodedMedia, EncodeVideoInput, Rendition
+from app.queues import EncodeMode
+from app.settings import Settings
 from app.storage import job_dir, path_to_uri
 
 AUDIO_BITRATE_KBPS = 128
 AUDIO_SAMPLE_RATE = 48000
 
 
-def video_output_args(rendition: Rendition, out: Path) -> list[str]:
+NVENC_ENCODERS = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
+
+
+def hwaccel_args(mode: EncodeMode, rotation: int) -> list[str]:
+    """Decode on the GPU (NVDEC) for the GPU modes; frames stay in GPU memory unless the
+    picture must be rotated, which ffmpeg does in software."""
+    if mode == "cpu":
+        return []
+    args = ["-hwaccel", "cuda"]
+    if rotation == 0:
+        args += ["-hwaccel_output_format", "cuda"]
+    return args
+
+
+def video_output_args(
+    rendition: Rendition,
+    out: Path,
+    *,
+    mode: EncodeMode = "cpu",
+    rotation: int = 0,
+    threads: int = 0,
+) -> list[str]:
     """Encoder arguments with a fixed, closed GOP: every rendition has keyframes at the same
-    instants (one per segment), so the packaged streams switch cleanly."""
+    instants (one per segment), so the packaged streams switch cleanly.
+
+    The bitrate, VBV and GOP come from the plan whatever the mode, so a rendition is the same
+    stream whether it ran on a CPU, an NVENC or a CUDA worker; only the encoder differs.
+    """
     s = rendition.settings
     sar = rendition.sample_aspect_ratio.replace(":", "/")
-    video = (
-        ffmpeg_lib.input("-")
-        .video.filter("scale", rendition.width, rendition.height, flags="lanczos")
-        .filter("setsar", sar=sar, max=65535)
-    )
+    on_gpu = mode != "cpu" and rotation == 0
+    video = ffmpeg_lib.input("-").video
+    if on_gpu:
+        video = video.filter("scale_cuda", rendition.width, rendition.height, format="nv12")
+        if mode == "cuda":  # software encoder: bring the scaled frames back to system memory
+            video = video.filter("hwdownload").filter("format", "nv12")
+    else:
+        video = video.filter("scale", rendition.width, rendition.height, flags="lanczos")
+    video = video.filter("setsar", sar=sar, max=65535)
+    encoder = NVENC_ENCODERS[rendition.codec] if mode == "nvenc" else s.encoder
     opts: dict[str, object] = {
-        "c:v": s.encoder,
-        "preset": s.preset,
+        "c:v": encoder,
         "b:v": f"{s.bitrate_kbps}k",
         "g": s.gop_frames,
         "keyint_min": s.gop_frames,
-        "pix_fmt": s.pix_fmt,
         "r": s.frame_rate,
         "fps_mode": "cfr",
         "an": None,
@@ -43,18 +73,31 @@ def video_output_args(rendition: Rendition, out: Path) -> list[str]:
         "map_metadata": -1,
         "f": "mp4",
     }
+    if not (mode == "nvenc" and on_gpu):
+        opts["pix_fmt"] = s.pix_fmt
     if s.maxrate_kbps and s.bufsize_kbps:
         opts |= {"maxrate": f"{s.maxrate_kbps}k", "bufsize": f"{s.bufsize_kbps}k"}
-    if s.encoder == "libx264":
-        opts |= {"sc_threshold": 0, "profile:v": "high", "x264-params": "open-gop=0"}
+    if threads and mode != "nvenc":
+        opts["threads"] = threads
+    if mode == "nvenc":
+        # NVENC's VBR with the same target/maxrate/buffer; IDR at every GOP start, no extra
+        # keyframes at scene cuts, so segments align with the software renditions.
+        opts |= {"preset": "p5", "tune": "hq", "rc": "vbr", "forced-idr": 1,
+                 "strict_gop": 1, "no-scenecut": 1}  # fmt: skip
+    elif s.encoder == "libx264":
+        opts |= {"preset": s.preset, "sc_threshold": 0, "profile:v": "high",
+                 "x264-params": "open-gop=0"}  # fmt: skip
     elif s.encoder == "libx265":
         opts |= {
+            "preset": s.preset,
             "tag:v": "hvc1",
             "x265-params": f"keyint={s.gop_frames}:min-keyint={s.gop_frames}:scenecut=0:"
             "open-gop=0:log-level=error",
         }
     elif s.encoder == "libsvtav1":
-        opts |= {"svtav1-params": "scd=0:enable-overlays=0"}
+        opts |= {"preset": s.preset, "svtav1-params": "scd=0:enable-overlays=0"}
+    if mode == "nvenc" and rendition.codec == "hevc":
+        opts["tag:v"] = "hvc1"
     args: list[str] = ffmpeg_lib.output(video, str(out), **opts).get_args()
     # ffmpeg-python names the input "-"; the caller supplies the real, locked-down input.
     i = args.index("-i")
@@ -71,14 +114,28 @@ def audio_output_args(out: Path) -> list[str]:
 
 
 class EncodeActivities(ActivityBase):
+    """Encodes on this worker's hardware: ``mode`` is what the queue it serves promises."""
+
+    def __init__(self, settings: Settings, mode: EncodeMode = "cpu", threads: int = 0) -> None:
+        super().__init__(settings)
+        self.mode = mode
+        self.threads = threads
+
     @activity.defn(name="encode_video")
     async def encode_video(self, input: EncodeVideoInput) -> EncodedMedia:
         src = self.source(input.source_uri)
         out = job_dir(input.scratch_uri, input.job_id) / "video" / f"{input.rendition.name}.mp4"
-        args = video_output_args(input.rendition, out.with_suffix(".part"))
-        return await self._encode(
-            input_args(src, input.container), args, out, input.rendition.name, input.duration_s
+        args = video_output_args(
+            input.rendition,
+            out.with_suffix(".part"),
+            mode=self.mode,
+            rotation=input.rotation,
+            threads=self.threads,
         )
+        in_args = [*hwaccel_args(self.mode, input.rotation), *input_args(src, input.container)]
+        encoder = args[args.index("-c:v") + 1]
+        media = await self._encode(in_args, args, out, input.rendition.name, input.duration_s)
+        return media.model_copy(update={"encoder": encoder, "queue": activity.info().task_queue})
 
     @activity.defn(name="encode_audio")
     async def encode_audio(self, input: EncodeAudioInput) -> EncodedMedia:

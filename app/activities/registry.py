@@ -1,25 +1,32 @@
-"""Which activities a worker pool serves, built once from its settings."""
+"""Which activities each pool serves, built once from its settings and hardware."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from temporalio.client import Client
+
 from app.activities.analyze import AnalyzeActivities
 from app.activities.encode import EncodeActivities
 from app.activities.lifecycle import LifecycleActivities
 from app.activities.package import PackageActivities
+from app.activities.routing import RoutingActivities
+from app.queues import mode_of
+from app.resources import threads_per_job
 from app.settings import Settings
 
 
-def cpu_activities(settings: Settings) -> list[Callable[..., Any]]:
+def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any]]:
     analyze = AnalyzeActivities(settings)
-    encode = EncodeActivities(settings)
+    encode = EncodeActivities(settings, "cpu", threads_per_job(settings.worker_concurrency()))
     package = PackageActivities(settings)
     lifecycle = LifecycleActivities(settings)
+    routing = RoutingActivities(settings, client)
     return [
         analyze.probe_source,
         analyze.plan,
+        routing.route,
         encode.encode_video,
         encode.encode_audio,
         package.package,
@@ -29,6 +36,6 @@ def cpu_activities(settings: Settings) -> list[Callable[..., Any]]:
     ]
 
 
-def gpu_activities(settings: Settings) -> list[Callable[..., Any]]:
-    encode = EncodeActivities(settings)
-    return [encode.encode_video]
+def gpu_activities(settings: Settings, queue: str) -> list[Callable[..., Any]]:
+    """The encoder that the queue promises: NVENC, or NVDEC + scale_cuda + software."""
+    return [EncodeActivities(settings, mode_of(queue)).encode_video]

@@ -35,7 +35,14 @@ STATUS = {
 }
 
 # Share of the overall progress bar each stage stands for; encoding is nearly all the work.
-STAGE_WEIGHTS = {"probe": 0.03, "plan": 0.02, "encode": 0.85, "package": 0.07, "publish": 0.03}
+STAGE_WEIGHTS = {
+    "probe": 0.03,
+    "plan": 0.02,
+    "route": 0.0,
+    "encode": 0.85,
+    "package": 0.07,
+    "publish": 0.03,
+}
 QUERY_TIMEOUT = timedelta(seconds=3)
 
 

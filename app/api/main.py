@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app.api import errors
-from app.api.routers import encode, health, jobs
+from app.api.routers import encode, health, jobs, workers
 from app.settings import Settings, get_settings
 
 
@@ -21,4 +21,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(encode.router)
     app.include_router(jobs.router)
+    app.include_router(workers.router)
     return app

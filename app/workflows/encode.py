@@ -9,13 +9,20 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    TimeoutError,
+    TimeoutType,
+)
 
 with workflow.unsafe.imports_passed_through():
     from app.activities.analyze import AnalyzeActivities
     from app.activities.encode import EncodeActivities
     from app.activities.lifecycle import LifecycleActivities
     from app.activities.package import PackageActivities
+    from app.activities.routing import RoutingActivities
     from app.models import (
         CleanupInput,
         EncodeAudioInput,
@@ -35,13 +42,17 @@ with workflow.unsafe.imports_passed_through():
         PublishInput,
         Rendition,
         RenditionState,
+        Route,
+        RouteInput,
         WorkflowState,
     )
     from app.queues import CPU_QUEUE
 
 T = TypeVar("T")
 
-NON_RETRYABLE = ["InvalidSource", "PlanError"]
+NON_RETRYABLE = ["InvalidSource", "PlanError", "NoCapablePool"]
+ROUTING_PATCH = "stratum-routing"
+"""Histories recorded before routing existed replay without the route step."""
 SHORT = timedelta(minutes=2)
 LONG = timedelta(hours=6)
 
@@ -72,7 +83,20 @@ class EncodeWorkflow:
                 RenditionState(name=r.name, codec=r.codec, width=r.width, height=r.height)
                 for r in plan.renditions
             ]
-            videos, audio = await self._stage("encode", self._encode_all(job, probe, plan))
+            routes: dict[str, Route] = {}
+            if workflow.patched(ROUTING_PATCH):
+                decided: list[Route] = await self._stage(
+                    "route",
+                    self._call(
+                        RoutingActivities.route,
+                        RouteInput(
+                            codecs=sorted({r.codec for r in plan.renditions}),
+                            accelerator=job.accelerator,
+                        ),
+                    ),
+                )
+                routes = {route.codec: route for route in decided}
+            videos, audio = await self._stage("encode", self._encode_all(job, probe, plan, routes))
             package = await self._stage(
                 "package",
                 self._call(
@@ -106,7 +130,7 @@ class EncodeWorkflow:
         except asyncio.CancelledError:
             await self._finish(JobStatus.CANCELLED)
             raise
-        except ActivityError as err:
+        except (ActivityError, ApplicationError) as err:
             error = _error_info(err)
             await self._finish(JobStatus.FAILED, error=error)
             raise ApplicationError(error.message, type=error.type, non_retryable=True) from err
@@ -124,13 +148,15 @@ class EncodeWorkflow:
     # ------------------------------------------------------------------ fan-out / fan-in
 
     async def _encode_all(
-        self, job: EncodeJob, probe: ProbeResult, plan: Plan
+        self, job: EncodeJob, probe: ProbeResult, plan: Plan, routes: dict[str, Route]
     ) -> tuple[list[EncodedMedia], EncodedMedia | None]:
         """Every rendition (and the audio, once) in parallel; on the first failure or a
         cancellation the others are cancelled and awaited, so their ffmpeg processes are dead
         before compensation removes their files."""
         videos = [
-            asyncio.create_task(self._encode_rendition(job, probe, rendition))
+            asyncio.create_task(
+                self._encode_rendition(job, probe, rendition, routes.get(rendition.codec))
+            )
             for rendition in plan.renditions
         ]
         tasks: list[asyncio.Task[EncodedMedia]] = list(videos)
@@ -163,33 +189,72 @@ class EncodeWorkflow:
         return [t.result() for t in videos], audio.result() if audio else None
 
     async def _encode_rendition(
-        self, job: EncodeJob, probe: ProbeResult, rendition: Rendition
+        self, job: EncodeJob, probe: ProbeResult, rendition: Rendition, route: Route | None
     ) -> EncodedMedia:
-        """One activity per rendition today; the seam where chunked encoding will plug in."""
+        """One activity per rendition today; the seam where chunked encoding will plug in.
+
+        GPU work that no GPU worker starts within ``gpu_schedule_to_start_s`` goes to the CPU
+        pool when the job said ``auto``; with ``gpu`` it fails with the reason.
+        """
         state = next(r for r in self._state.renditions if r.name == rendition.name)
-        state.status = "encoding"
+        request = EncodeVideoInput(
+            job_id=job.job_id,
+            source_uri=job.source_uri,
+            container=probe.container,
+            scratch_uri=job.scratch_uri,
+            rendition=rendition,
+            duration_s=probe.duration_s,
+            rotation=probe.video.rotation,
+        )
+        queue = route.queue if route else CPU_QUEUE
+        state.status, state.queue = "encoding", queue
         try:
-            media: EncodedMedia = await self._call(
-                EncodeActivities.encode_video,
-                EncodeVideoInput(
-                    job_id=job.job_id,
-                    source_uri=job.source_uri,
-                    container=probe.container,
-                    scratch_uri=job.scratch_uri,
-                    rendition=rendition,
-                    duration_s=probe.duration_s,
-                ),
-                timeout=LONG,
-                heartbeat=True,
-            )
+            try:
+                media: EncodedMedia = await self._call(
+                    EncodeActivities.encode_video,
+                    request,
+                    timeout=LONG,
+                    heartbeat=True,
+                    task_queue=queue,
+                    schedule_to_start=(
+                        timedelta(seconds=job.gpu_schedule_to_start_s)
+                        if queue != CPU_QUEUE
+                        else None
+                    ),
+                )
+            except ActivityError as err:
+                if queue == CPU_QUEUE or not _not_picked_up(err):
+                    raise
+                waited = f"{job.gpu_schedule_to_start_s:g}s"
+                if job.accelerator == "gpu":
+                    raise ApplicationError(
+                        f"no GPU worker on {queue} took {rendition.name} within {waited}",
+                        type="NoCapablePool",
+                        non_retryable=True,
+                    ) from err
+                workflow.logger.warning(
+                    "%s waited %s on %s; falling back to %s",
+                    rendition.name,
+                    waited,
+                    queue,
+                    CPU_QUEUE,
+                )
+                state.queue = CPU_QUEUE
+                media = await self._call(
+                    EncodeActivities.encode_video, request, timeout=LONG, heartbeat=True
+                )
         except asyncio.CancelledError:
             state.status = "cancelled"
             raise
         except ActivityError as err:
             state.status = "cancelled" if isinstance(err.cause, CancelledError) else "failed"
             raise
+        except ApplicationError:
+            state.status = "failed"
+            raise
         state.status, state.progress = "done", 1.0
         state.frames, state.size_bytes = media.frames, media.size_bytes
+        state.queue, state.encoder = media.queue or state.queue, media.encoder
         return media
 
     # ------------------------------------------------------------------ helpers
@@ -211,14 +276,17 @@ class EncodeWorkflow:
         timeout: timedelta = SHORT,
         heartbeat: bool = False,
         attempts: int | None = None,
+        task_queue: str = CPU_QUEUE,
+        schedule_to_start: timedelta | None = None,
     ) -> Any:
         assert self._job is not None
         retry = self._job.retry
         return workflow.execute_activity_method(
             fn,
             arg,
-            task_queue=CPU_QUEUE,
+            task_queue=task_queue,
             start_to_close_timeout=timeout,
+            schedule_to_start_timeout=schedule_to_start,
             heartbeat_timeout=(
                 timedelta(seconds=self._job.heartbeat_timeout_s) if heartbeat else None
             ),
@@ -294,8 +362,15 @@ async def _cancel_and_wait(tasks: list[asyncio.Task[EncodedMedia]]) -> None:
     await workflow.wait(tasks)
 
 
-def _error_info(err: ActivityError) -> ErrorInfo:
+def _not_picked_up(err: ActivityError) -> bool:
+    cause = err.cause
+    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
+
+
+def _error_info(err: ActivityError | ApplicationError) -> ErrorInfo:
     """The innermost reason, in words a person can act on."""
+    if isinstance(err, ApplicationError):
+        return ErrorInfo(type=err.type or "ApplicationError", message=err.message)
     cause = err.cause
     if isinstance(cause, ApplicationError):
         return ErrorInfo(type=cause.type or "ApplicationError", message=cause.message)

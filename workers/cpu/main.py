@@ -25,7 +25,7 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
         Worker(
             client,
             task_queue=CPU_QUEUE,
-            activities=cpu_activities(settings),
+            activities=cpu_activities(settings, client),
             max_concurrent_activities=settings.worker_concurrency(),
             graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
             # Progress reaches the API through heartbeat details: send them often enough.

@@ -1,22 +1,52 @@
-"""GPU pool: started only where NVML finds a GPU; exits with one line where it does not."""
+"""GPU pool: polls only the queues its cards can serve; exits with one line where there are none."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import sys
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from app.activities.registry import gpu_activities
-from app.gpu import GpuProbe, NoGpu, NvmlProbe
-from app.queues import GPU_QUEUE
+from app.gpu import GpuInfo, GpuProbe, NoGpu, NvmlProbe, queues_for
+from app.resources import gpu_slots
 from app.settings import Settings, get_settings
 from app.temporal import connect
+from workers.cpu.main import HEARTBEAT_THROTTLE
 from workers.runner import run_until_signal
 
 log = logging.getLogger("cosmos.worker.gpu")
+
+
+def build_workers(
+    client: Client,
+    settings: Settings,
+    gpus: list[GpuInfo],
+    activities: Callable[[Settings, str], list[Callable[..., Any]]] = gpu_activities,
+) -> list[Worker]:
+    """One worker per capability queue; concurrency is GPUs x encoder sessions."""
+    identity = f"{os.getpid()}@{socket.gethostname()} " + ", ".join(g.name for g in gpus)
+    slots = gpu_slots(len(gpus), settings.nvenc_sessions_per_gpu)
+    return [
+        Worker(
+            client,
+            task_queue=queue,
+            activities=activities(settings, queue),
+            identity=identity,
+            max_concurrent_activities=slots,
+            graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        )
+        for queue in queues_for(gpus)
+    ]
 
 
 async def main(settings: Settings | None = None, probe: GpuProbe | None = None) -> None:
@@ -25,15 +55,10 @@ async def main(settings: Settings | None = None, probe: GpuProbe | None = None) 
     for gpu in gpus:
         log.info("%s", gpu.describe())
         print(gpu.describe(), flush=True)
-    client = await connect(settings)
-    worker = Worker(
-        client,
-        task_queue=GPU_QUEUE,
-        activities=gpu_activities(settings),
-        max_concurrent_activities=max(1, len(gpus) * 2),
-        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
-    )
-    await run_until_signal([worker])
+    workers = build_workers(await connect(settings), settings, gpus)
+    if not workers:
+        raise NoGpu("the GPUs found have neither NVENC nor NVDEC")
+    await run_until_signal(workers)
 
 
 def run() -> None:

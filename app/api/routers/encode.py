@@ -35,6 +35,7 @@ def job_id_for(request: EncodeRequest, source_uri: str, idempotency_key: str | N
             "profiles": [p if isinstance(p, str) else p.model_dump() for p in request.profiles],
             "codec": request.codec,
             "segment_seconds": request.segment_seconds,
+            "accelerator": request.accelerator,
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -76,6 +77,8 @@ async def submit(
         scratch_uri=settings.resolved_scratch_uri,
         retry=RetryOptions(max_attempts=settings.activity_max_attempts),
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        accelerator=body.accelerator,
+        gpu_schedule_to_start_s=settings.gpu_schedule_to_start_s,
     )
     try:
         handle = await client.start_workflow(

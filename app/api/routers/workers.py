@@ -1,0 +1,16 @@
+"""GET /v1/workers: the pools, who polls them, and what they can do (from Temporal)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import ClientDep
+from app.models import PoolList
+from app.pools import describe_pools
+
+router = APIRouter(prefix="/v1/workers", tags=["workers"])
+
+
+@router.get("", response_model=PoolList)
+async def list_pools(client: ClientDep) -> PoolList:
+    return PoolList(pools=await describe_pools(client))

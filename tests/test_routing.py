@@ -1,0 +1,155 @@
+"""Stratum routing: capabilities read from (recorded) hardware, pools sized from resources,
+and the routing matrix run through real task queues of the dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from app.activities.routing import RoutingActivities
+from app.gpu import H100, L4, T4, GpuInfo, NoGpu, RecordedProbe, queues_for
+from app.models import Accelerator, Codec, EncodeResult
+from app.pools import NoCapablePool, choose_route, describe_pools
+from app.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
+from app.resources import ENCODE_CPU, cpu_slots, gpu_slots
+from app.settings import Settings
+from app.workflows.encode import EncodeWorkflow
+from tests.conftest import BIN
+from tests.test_workflow import Stand, job, start
+from workers.gpu.main import build_workers as build_gpu_workers
+
+HARDWARE: dict[str, list[GpuInfo]] = {"none": [], "h100": [H100], "t4": [T4]}
+CODECS: list[Codec] = ["h264", "hevc", "av1"]
+ACCELERATORS: list[Accelerator] = ["auto", "cpu", "gpu"]
+
+
+def expected_queue(hardware: str, accelerator: Accelerator, codec: Codec) -> str | None:
+    """The rule, written out: None means the job fails with NoCapablePool."""
+    if accelerator == "cpu":
+        return CPU_QUEUE
+    if hardware == "t4" and codec in ("h264", "hevc"):
+        return nvenc_queue(codec)
+    if accelerator == "auto":
+        return CPU_QUEUE
+    return None if hardware == "none" else CUDA_QUEUE
+
+
+# ---------------------------------------------------------------- capabilities and sizing
+
+
+def test_workers_poll_only_what_their_cards_can_serve() -> None:
+    assert queues_for([H100]) == [CUDA_QUEUE]  # NVDEC, no NVENC
+    assert queues_for([T4]) == [nvenc_queue("h264"), nvenc_queue("hevc"), CUDA_QUEUE]
+    assert queues_for([L4]) == [*(nvenc_queue(c) for c in ("av1", "h264", "hevc")), CUDA_QUEUE]
+    assert queues_for([H100, L4]) == queues_for([L4])
+    with pytest.raises(NoGpu, match="no NVIDIA driver or GPU"):
+        RecordedProbe([]).gpus()
+
+
+@pytest.mark.parametrize(
+    ("cores", "memory_mib", "slots"),
+    [(2, 24 * 1024, 1), (16, 128 * 1024, 8), (64, 256 * 1024, 32), (64, 8 * 1024, 8), (1, 512, 1)],
+)
+def test_cpu_pools_size_themselves_from_cores_and_memory(
+    cores: int, memory_mib: int, slots: int
+) -> None:
+    assert cpu_slots(ENCODE_CPU, cores=cores, memory_mib=memory_mib) == slots
+
+
+def test_gpu_pools_size_from_gpus_times_sessions() -> None:
+    assert gpu_slots(1, 3) == 3
+    assert gpu_slots(8, 2) == 16
+    settings = Settings(worker_max_activities=None)
+    assert settings.worker_concurrency() == cpu_slots(ENCODE_CPU) + 1
+
+
+@pytest.mark.parametrize(
+    ("hardware", "accelerator", "codec"),
+    list(itertools.product(HARDWARE, ACCELERATORS, CODECS)),
+)
+def test_routing_rule(hardware: str, accelerator: Accelerator, codec: Codec) -> None:
+    live = set(queues_for(HARDWARE[hardware])) if HARDWARE[hardware] else set()
+    want = expected_queue(hardware, accelerator, codec)
+    if want is None:
+        with pytest.raises(NoCapablePool, match=f"no GPU pool can encode {codec}"):
+            choose_route(codec, accelerator, live)
+    else:
+        assert choose_route(codec, accelerator, live).queue == want
+
+
+# ---------------------------------------------------------------- through real task queues
+
+
+@pytest.fixture(scope="module")
+async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    extra = [arg for hw in HARDWARE for arg in ("--namespace", f"hw-{hw}")]
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        dev_server_extra_args=extra,
+    )
+    async with env:
+        yield env
+
+
+async def pool_ready(client: Client, queues: list[str]) -> None:
+    for _ in range(100):
+        polled = {p.queue for p in await describe_pools(client) if p.pollers}
+        if set(queues) <= polled:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"pools never polled: {queues}")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("hardware", list(HARDWARE))
+async def test_routing_matrix_through_task_queues(
+    dev_server: WorkflowEnvironment, hardware: str
+) -> None:
+    target = dev_server.client.service_client.config.target_host
+    client = await Client.connect(
+        target, namespace=f"hw-{hardware}", data_converter=pydantic_data_converter
+    )
+    stand = Stand()
+    settings = Settings()
+    stand_ins = [a for a in stand.activities() if a.__name__ != "route"]
+    encode = next(a for a in stand_ins if a.__name__ == "encode_video")
+    workers = [
+        Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow]),
+        Worker(
+            client,
+            task_queue=CPU_QUEUE,
+            activities=[*stand_ins, RoutingActivities(settings, client).route],
+        ),
+        *build_gpu_workers(
+            client, settings, HARDWARE[hardware], activities=lambda _s, _q: [encode]
+        ),
+    ]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        await pool_ready(client, [w.task_queue for w in workers])
+        for accelerator, codec in itertools.product(ACCELERATORS, CODECS):
+            want = expected_queue(hardware, accelerator, codec)
+            encode_job = job(["720p"], codec=codec, accelerator=accelerator)
+            handle = await start(client, encode_job)
+            if want is None:
+                with pytest.raises(WorkflowFailureError) as info:
+                    await handle.result()
+                assert isinstance(info.value.cause, ApplicationError)
+                assert info.value.cause.type == "NoCapablePool"
+                continue
+            result: EncodeResult = await handle.result()
+            assert stand.ran_on["720p"] == want, (hardware, accelerator, codec)
+            assert result.renditions[0].queue == want
+    finally:
+        for worker in workers:
+            await worker.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
