@@ -356,3 +356,35 @@ async def test_cleanup_removes_scratch_and_outputs(settings: Settings) -> None:
     )
     assert removed == [str(output)]
     assert not output.exists()
+
+
+async def test_a_hung_ffmpeg_is_killed_and_the_attempt_fails_retryably(
+    settings: Settings, media_dir: Path, tmp_path: Path
+) -> None:
+    """A stand-in ffmpeg that never reports progress: killed after the heartbeat timeout."""
+    fake = tmp_path / "hung-ffmpeg"
+    fake.write_text("#!/bin/sh\nsleep 1000\n")
+    fake.chmod(0o755)
+    hung = settings.model_copy(update={"ffmpeg_path": str(fake), "heartbeat_timeout_s": 1.0})
+    source = media_dir / "basic.mp4"
+    job = job_for(hung, source, job_id="job-hung")
+    facts = await probe(settings, source)
+    plan = await ActivityEnvironment().run(
+        AnalyzeActivities(hung).plan, PlanInput(job=job, probe=facts)
+    )
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ApplicationError, match="made no progress for 1s") as info:
+        await ActivityEnvironment().run(
+            EncodeActivities(hung).encode_video,
+            EncodeVideoInput(
+                job_id=job.job_id,
+                source_uri=job.source_uri,
+                container=facts.container,
+                scratch_uri=job.scratch_uri,
+                rendition=plan.renditions[0],
+                duration_s=facts.duration_s,
+            ),
+        )
+    assert not info.value.non_retryable, "a hang is retried, maybe on another worker"
+    assert asyncio.get_running_loop().time() - started < 5
+    assert subprocess.run(["pgrep", "-f", str(fake)], capture_output=True).returncode == 1

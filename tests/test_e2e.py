@@ -184,9 +184,11 @@ async def test_cancel_kills_ffmpeg_and_removes_everything(stack: Stack, media_di
     with stack.http() as http:
         assert http.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
     cancelled_at = time.monotonic()
+    while leftover_ffmpeg(job_id) and time.monotonic() - cancelled_at < 10:
+        time.sleep(0.1)
+    assert time.monotonic() - cancelled_at < 5, "ffmpeg must be killed within 5 s of the cancel"
     view = stack.wait(job_id, timeout=30)
     assert view["status"] == "CANCELLED"
-    assert time.monotonic() - cancelled_at < 15
     assert leftover_ffmpeg(job_id) == []
     assert not (stack.data_dir / "outputs" / job_id).exists()
     assert not (stack.data_dir / "scratch" / job_id).exists()
@@ -241,6 +243,21 @@ def test_invalid_requests_are_refused_naming_the_field(
     assert response.status_code == 422, response.text
     locations = [".".join(map(str, d["loc"])) for d in response.json()["detail"]]
     assert any(field in loc for loc in locations), locations
+
+
+def test_workers_lists_the_pools(stack: Stack) -> None:
+    with stack.http() as http:
+        pools = {p["queue"]: p for p in http.get("/v1/workers").json()["pools"]}
+    assert pools["cosmos-cpu"]["kind"] == "cpu" and pools["cosmos-cpu"]["pollers"]
+    assert pools["cosmos-workflows"]["pollers"]
+    assert pools["cosmos-gpu-nvenc-h264"]["pollers"] == []  # no GPU on this machine
+    assert pools["cosmos-gpu-cuda"]["capabilities"] == [
+        "nvdec decode",
+        "scale_cuda",
+        "encode h264/hevc/av1 in software",
+    ]
+    poller = pools["cosmos-cpu"]["pollers"][0]
+    assert poller["identity"] and poller["last_seen"]
 
 
 def test_malformed_bodies_are_4xx(stack: Stack) -> None:
