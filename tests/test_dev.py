@@ -109,3 +109,15 @@ def test_gpu_worker_without_a_gpu_says_so_in_one_line() -> None:
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "GPU" in lines[0], result.stderr
+
+
+def test_gpu_check_script_says_when_there_is_no_gpu() -> None:
+    result = subprocess.run(
+        ["bash", "scripts/gpu_check.sh"], capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "FFMPEG": "ffmpeg-unused", "PATH": f"{BIN}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    if "PASS" in result.stdout:  # pragma: no cover - only on a GPU machine
+        return
+    assert result.returncode == 1
+    assert "no NVIDIA driver or GPU" in result.stdout
