@@ -115,8 +115,9 @@ class PackageActivities(ActivityBase):
         return {
             "name": rendition.name,
             "codec": rendition.codec,
-            "encoder": rendition.settings.encoder,
+            "encoder": media.encoder or rendition.settings.encoder,
             "settings": rendition.settings.model_dump(),
+            "pool": media.queue,
             "width": rendition.width,
             "height": rendition.height,
             "sample_aspect_ratio": rendition.sample_aspect_ratio,

@@ -58,6 +58,7 @@ async def main(settings: Settings | None = None, probe: GpuProbe | None = None) 
     workers = build_workers(await connect(settings), settings, gpus)
     if not workers:
         raise NoGpu("the GPUs found have neither NVENC nor NVDEC")
+    print("polling " + ", ".join(w.task_queue for w in workers), flush=True)
     await run_until_signal(workers)
 
 
