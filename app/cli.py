@@ -14,6 +14,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from app.api_client import api_client
 from app.dev import DevError, Stack, follow_job
 from app.models import JobStatus, JobView
 from app.samples import make_video
@@ -29,13 +30,9 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _api(api_url: str | None) -> httpx.Client:
-    return httpx.Client(base_url=api_url or get_settings().api_url, timeout=30)
-
-
 def _request(api_url: str | None, method: str, path: str, **kwargs: object) -> httpx.Response:
     try:
-        with _api(api_url) as http:
+        with api_client(api_url) as http:
             return http.request(method, path, **kwargs)  # type: ignore[arg-type]
     except httpx.HTTPError as err:
         _fail(f"cannot reach the API at {api_url or get_settings().api_url}: {err}")
@@ -182,6 +179,27 @@ def cancel(job_id: str, api_url: ApiUrl = None) -> None:
     if response.status_code != 202:
         _fail(f"{response.status_code}: {response.text}")
     typer.echo(f"cancelling {job_id}")
+
+
+@app.command()
+def replay(
+    target: Annotated[str, typer.Argument(help="A history .json file, or a workflow (job) ID.")],
+    debug: Annotated[
+        bool, typer.Option("--debug", help="No deadlock detector, so breakpoints can stop.")
+    ] = False,
+) -> None:
+    """Replay a history against the current workflow code: is it still deterministic?"""
+    from app.replay import HistoryError
+    from app.replay import replay as replay_target
+
+    try:
+        report = asyncio.run(replay_target(target, debug=debug))
+    except HistoryError as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    if not report.deterministic:
+        _fail(f"NOT deterministic: {report.workflow_id}: {report.divergence}")
+    typer.secho(f"deterministic: {report.workflow_id} ({report.events} events)", fg="green")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import IO
 import httpx
 
 from app.activities.ffmpeg import _die_with_parent
+from app.api_client import api_client
 from app.gpu import has_gpu
 from app.models import JobStatus, JobView
 
@@ -203,7 +204,7 @@ def follow_job(
 ) -> JobView:
     """Print a job's progress as it changes, until it ends; return its final view."""
     last = ""
-    with httpx.Client(base_url=api_url, timeout=10) as http:
+    with api_client(api_url, timeout=10) as http:
         while True:
             response = http.get(f"/v1/jobs/{job_id}")
             response.raise_for_status()

@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     nvenc_sessions_per_gpu: int = Field(
         3, ge=1, le=64, description="Concurrent hardware encodes per GPU."
     )
+    api_keys: str = Field(
+        "", description="Comma-separated API keys; when set, every endpoint but health needs one."
+    )
+    api_key: str | None = Field(None, description="The key the CLI sends (default: the first).")
+    webhook_allowed_hosts: str = Field(
+        "", description="Comma-separated webhook hosts allowed although private or loopback."
+    )
 
     @property
     def data_path(self) -> Path:
@@ -55,6 +62,14 @@ class Settings(BaseSettings):
         roots = [self.data_path]
         roots += [Path(p).expanduser().resolve() for p in self.source_roots.split(":") if p.strip()]
         return roots
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def webhook_hosts(self) -> set[str]:
+        return {h.strip() for h in self.webhook_allowed_hosts.split(",") if h.strip()}
 
     @property
     def resolved_output_uri(self) -> str:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from app.activities.ffmpeg import ffmpeg_binary
 from app.samples import make_video
+from tests.stack import Stack
 
 BIN = Path(sys.executable).parent
 
@@ -27,22 +27,6 @@ MEDIA = {
     "portrait": {"width": 180, "height": 320, "seconds": 2.0},
     "rotated": {"width": 320, "height": 180, "seconds": 2.0, "rotation": 90},
 }
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: every socket stays bound until all are chosen."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +55,32 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     async with env:
         yield env
+
+
+@pytest.fixture(scope="session")
+async def dev_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[WorkflowEnvironment]:
+    db = tmp_path_factory.mktemp("temporal") / "temporal.db"
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        dev_server_database_filename=str(db),
+    )
+    async with env:
+        yield env
+
+
+@pytest.fixture(scope="session")
+def stack(
+    dev_server: WorkflowEnvironment, media_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    stack = Stack(
+        data_dir=tmp_path_factory.mktemp("data"),
+        temporal_address=dev_server.client.service_client.config.target_host,
+        source_roots=[media_dir],
+    )
+    stack.start_worker()
+    stack.start_api()
+    yield stack
+    stack.stop_all()

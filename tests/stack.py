@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,9 +13,23 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port
-
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: every socket stays bound until all are chosen."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -36,6 +51,7 @@ class Stack:
             "COSMOS_HEARTBEAT_TIMEOUT_S": "10",
             "COSMOS_ACTIVITY_MAX_ATTEMPTS": "2",
             "COSMOS_WORKER_SHUTDOWN_GRACE_S": "5",
+            "COSMOS_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

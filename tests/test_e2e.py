@@ -7,19 +7,17 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from app.samples import make_video
 from app.storage import uri_to_path
-from tests.conftest import BIN
 from tests.media_checks import check_package
 from tests.stack import Stack
 
@@ -30,35 +28,6 @@ SMALL = [
     {"name": "144p", "height": 144, "bitrate_kbps": 150, "preset": "veryfast"},
     "240p",
 ]
-
-
-@pytest.fixture(scope="module")
-async def dev_server(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[WorkflowEnvironment]:
-    db = tmp_path_factory.mktemp("temporal") / "temporal.db"
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(BIN / "temporal"),
-        dev_server_database_filename=str(db),
-    )
-    async with env:
-        yield env
-
-
-@pytest.fixture(scope="module")
-def stack(
-    dev_server: WorkflowEnvironment, media_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    stack = Stack(
-        data_dir=tmp_path_factory.mktemp("data"),
-        temporal_address=dev_server.client.service_client.config.target_host,
-        source_roots=[media_dir],
-    )
-    stack.start_worker()
-    stack.start_api()
-    yield stack
-    stack.stop_all()
 
 
 def leftover_ffmpeg(job_id: str) -> list[str]:
@@ -298,3 +267,31 @@ async def test_client_sees_pending_then_running(
     """Sanity of the shared client fixture: the dev server has the namespace the API uses."""
     client: Client = dev_server.client
     assert (await client.service_client.check_health()) is True
+
+
+def test_api_keys_guard_everything_but_health(
+    dev_server: WorkflowEnvironment, media_dir: Path, tmp_path: Path
+) -> None:
+    secret = "k-" + "s3cr3t" * 4
+    keyed = Stack(
+        data_dir=tmp_path,
+        temporal_address=dev_server.client.service_client.config.target_host,
+        source_roots=[media_dir],
+        extra_env={"COSMOS_API_KEYS": f"old-key,{secret}"},
+    )
+    keyed.start_api()
+    try:
+        with keyed.http() as http:
+            assert http.get("/healthz").status_code == 200
+            assert http.get("/readyz").status_code == 200
+            assert http.get("/v1/jobs").status_code == 401
+            assert http.get("/v1/workers").status_code == 401
+            assert http.post("/v1/encode", json={}).status_code == 401
+            assert http.get("/v1/jobs", headers={"X-API-Key": secret + "x"}).status_code == 401
+            assert http.get("/v1/jobs", headers={"X-API-Key": secret}).status_code == 200
+            bearer = {"Authorization": f"Bearer {secret}"}
+            assert http.get("/v1/jobs/enc-none", headers=bearer).status_code == 404
+            assert http.get("/v1/jobs", headers={"X-API-Key": "old-key"}).status_code == 200
+    finally:
+        keyed.stop_all()
+    assert secret not in (tmp_path / "api.log").read_text()

@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 from app.activities.common import ActivityBase
 from app.models import CleanupInput, NotifyInput
 from app.storage import job_dir, remove_tree
+from app.webhooks import WebhookRefused, check_webhook
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ class LifecycleActivities(ActivityBase):
         log.info("job %s ended: %s", input.job_id, input.status, extra={"job": body})
         if not input.webhook_url:
             return
+        try:  # again: the name may resolve elsewhere now than when the job was submitted
+            await asyncio.to_thread(check_webhook, input.webhook_url, self.settings.webhook_hosts)
+        except WebhookRefused as err:
+            raise ApplicationError(str(err), type="WebhookRefused", non_retryable=True) from None
         async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
             try:
                 response = await client.post(input.webhook_url, json=body)

@@ -22,6 +22,11 @@ ALLOWED_CONTAINERS = frozenset(
      "yuv4mpegpipe", "h264", "hevc", "m4v", "dv", "gxf", "webm"}
 )  # fmt: skip
 MAX_DIMENSION = 8192
+# libavformat refuses every other demuxer and protocol before reading a byte of the file.
+OPEN_OPTIONS = {
+    "protocol_whitelist": "file",
+    "format_whitelist": ",".join(sorted(ALLOWED_CONTAINERS)),
+}
 
 
 def _ratio(value: Fraction) -> str:
@@ -35,11 +40,10 @@ def _rotation(degrees: float) -> int:
 def probe_file(path: Path) -> ProbeResult:
     """Open, check and describe ``path``; raise :class:`InvalidSource` with a reason if unusable."""
     try:
-        container = av.open(str(path), options={"protocol_whitelist": "file"})
+        container = av.open(str(path), options=OPEN_OPTIONS)
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
-        raise InvalidSource(
-            f"source is not a readable media file ({err.__class__.__name__})"
-        ) from None
+        reason = getattr(err, "strerror", None) or err.__class__.__name__
+        raise InvalidSource(f"source is not a readable media file ({reason})") from None
     with container:
         fmt = container.format.name.split(",")[0]
         if fmt not in ALLOWED_CONTAINERS:
@@ -47,8 +51,9 @@ def probe_file(path: Path) -> ProbeResult:
                 f"source container {container.format.long_name or fmt!r} is not a video file format"
             )
         if not container.streams.video:
-            kind = "audio-only" if container.streams.audio else "without video"
-            raise InvalidSource(f"source is {kind}: it has no video stream")
+            if container.streams.audio:
+                raise InvalidSource("source is audio-only: it has no video stream")
+            raise InvalidSource("source has no video stream")
         vstream = container.streams.video[0]
         ctx = vstream.codec_context
         width, height = ctx.width, ctx.height
@@ -133,7 +138,7 @@ def probe_file(path: Path) -> ProbeResult:
 
 def count_frames(path: Path) -> tuple[int, float]:
     """Frames and duration of an encoded stream, by demuxing (no decode): cheap and exact."""
-    with av.open(str(path), options={"protocol_whitelist": "file"}) as container:
+    with av.open(str(path), options=OPEN_OPTIONS) as container:
         stream = container.streams[0]
         frames = sum(1 for packet in container.demux(stream) if packet.size)
         duration = container.duration / 1_000_000 if container.duration else 0.0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.api import errors
 from app.api.routers import encode, health, jobs, workers
+from app.api.security import BodyLimit, require_api_key
 from app.settings import Settings, get_settings
+
+MAX_BODY_BYTES = 1 << 20
+"""An encode request is a few hundred bytes; a megabyte is generous and bounds memory."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -18,8 +22,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     app.state.client = None
     errors.install(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.include_router(health.router)
-    app.include_router(encode.router)
-    app.include_router(jobs.router)
-    app.include_router(workers.router)
+    protected = [Depends(require_api_key)]
+    app.include_router(encode.router, dependencies=protected)
+    app.include_router(jobs.router, dependencies=protected)
+    app.include_router(workers.router, dependencies=protected)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from typing import Annotated
@@ -17,6 +18,7 @@ from app.models import EncodeJob, EncodeRequest, RetryOptions, SubmitResponse
 from app.queues import WORKFLOW_QUEUE
 from app.sources import SourceError, resolve_source
 from app.storage import StorageError, uri_to_path
+from app.webhooks import WebhookRefused, check_webhook
 from app.workflows.encode import EncodeWorkflow
 
 router = APIRouter(prefix="/v1", tags=["encode"])
@@ -60,6 +62,11 @@ async def submit(
         resolve_profiles(body.profiles, body.codec)
     except PlanError as err:
         raise field_error("profiles", str(err)) from None
+    if body.webhook_url is not None:
+        try:
+            await asyncio.to_thread(check_webhook, str(body.webhook_url), settings.webhook_hosts)
+        except WebhookRefused as err:
+            raise field_error("webhook_url", str(err)) from None
     try:
         uri_to_path(settings.resolved_output_uri)
     except StorageError as err:  # a deployment error, not the client's
