@@ -57,8 +57,16 @@ def publish_dir(staging: Path, target: Path) -> None:
     try:
         os.rename(staging, target)
     except OSError:
-        tmp = target.with_name(f".{target.name}.partial")
+        tmp = partial_dir(target)
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(staging, tmp)
-        os.rename(tmp, target)
+        try:
+            shutil.copytree(staging, tmp)
+            os.rename(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves nothing half-copied
+            raise
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def partial_dir(target: Path) -> Path:
+    return target.with_name(f".{target.name}.partial")

@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from app.activities.common import ActivityBase
 from app.models import CleanupInput, NotifyInput
-from app.storage import job_dir, remove_tree
+from app.storage import job_dir, partial_dir, remove_tree
 from app.webhooks import WebhookRefused, check_webhook
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ class LifecycleActivities(ActivityBase):
         published, so nothing partial is left looking whole. Idempotent."""
         targets = [job_dir(input.scratch_uri, input.job_id)]
         if input.remove_outputs:
-            targets.append(job_dir(input.output_uri, input.job_id))
+            output = job_dir(input.output_uri, input.job_id)
+            targets += [output, partial_dir(output)]
         removed = []
         for target in targets:
             if await asyncio.to_thread(remove_tree, target):

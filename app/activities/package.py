@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from app.activities.common import ActivityBase, input_args, sha256_files
 from app.models import EncodedMedia, Manifests, PackageInput, PackageResult, PublishInput
@@ -103,7 +104,13 @@ class PackageActivities(ActivityBase):
             "stage_seconds": input.stage_seconds,
         }
         (staging / JOB_MANIFEST).write_text(json.dumps(document, indent=2) + "\n")
-        await asyncio.to_thread(publish_dir, staging, target)
+        try:
+            await asyncio.to_thread(publish_dir, staging, target)
+        except OSError as err:
+            raise ApplicationError(
+                f"cannot write the outputs to {target.parent}: {err.strerror or err}",
+                type="StorageError",
+            ) from None
         return manifests
 
     async def _rendition_entry(
