@@ -197,8 +197,10 @@ def replay(
     except HistoryError as err:
         typer.secho(str(err), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    if not report.deterministic:
+    if report.nondeterministic:
         _fail(f"NOT deterministic: {report.workflow_id}: {report.divergence}")
+    if not report.deterministic:
+        _fail(f"replay failed: {report.workflow_id}: {report.divergence}")
     typer.secho(f"deterministic: {report.workflow_id} ({report.events} events)", fg="green")
 
 

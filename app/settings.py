@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +53,25 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: str = Field(
         "", description="Comma-separated webhook hosts allowed although private or loopback."
     )
+    payload_keys: str = Field(
+        "",
+        description="Comma-separated key-id=base64(32-byte key) pairs; the first encrypts, all"
+        " decrypt; empty = payloads are not encrypted.",
+    )
+    codec_cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed to call the codec server, e.g. the Web UI's"
+        " http://localhost:8233; default: the Web UI URL's origin.",
+    )
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _check_payload_keys(cls, value: str) -> str:
+        """A bad key fails the process at start-up, not its first workflow task."""
+        from app.codec import parse_keys
+
+        parse_keys(value)
+        return value
 
     @property
     def data_path(self) -> Path:
@@ -70,6 +90,14 @@ class Settings(BaseSettings):
     @property
     def webhook_hosts(self) -> set[str]:
         return {h.strip() for h in self.webhook_allowed_hosts.split(",") if h.strip()}
+
+    @property
+    def codec_origins(self) -> list[str]:
+        origins = [o.strip().rstrip("/") for o in self.codec_cors_origins.split(",") if o.strip()]
+        if origins:
+            return origins
+        ui = urlsplit(self.web_ui_url)
+        return [f"{ui.scheme}://{ui.netloc}"]
 
     @property
     def resolved_output_uri(self) -> str:

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 
+from app.codec import AesGcmCodec, parse_keys
 from app.settings import Settings
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic payloads, encrypted when ``COSMOS_PAYLOAD_KEYS`` is set. The workers and the API
+    all connect through ``connect``, so they all read and write the same payloads."""
+    keys = parse_keys(settings.payload_keys)
+    if not keys:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, payload_codec=AesGcmCodec(keys))
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
@@ -13,6 +26,6 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
         lazy=lazy,
     )

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from app.dev import port_free
-from tests.conftest import BIN, free_ports
+from tests.conftest import BIN
+from tests.stack import free_ports
 
 pytestmark = pytest.mark.e2e
 

@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from temporalio.service import RPCError, RPCStatusCode
 
 log = logging.getLogger("cosmos.api")
 
 UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+DESCRIPTIONS = {
+    400: "Not a Payloads JSON body, or a payload no configured key opens",
+    401: "Missing or invalid API key",
+    404: "No such job",
+    409: "The job has already ended",
+    413: "Request body too large",
+    502: "Temporal refused the request",
+    503: "Temporal is unreachable; retry shortly",
+}
+
+
+def documented(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give, so clients (and the fuzzer)
+    know them."""
+    return {code: {"model": ErrorBody, "description": DESCRIPTIONS[code]} for code in codes}
 
 
 def field_error(field: str, message: str, status_code: int = 422) -> HTTPException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from app.api import errors
-from app.api.routers import encode, health, jobs, workers
+from app.api.routers import codec, encode, health, jobs, workers
 from app.api.security import BodyLimit, require_api_key
 from app.settings import Settings, get_settings
 
@@ -23,9 +23,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.client = None
     errors.install(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(codec.CodecCors, origins=app.state.settings.codec_origins)
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
     app.include_router(encode.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
     app.include_router(workers.router, dependencies=protected)
+    app.include_router(codec.router, dependencies=protected)
     return app

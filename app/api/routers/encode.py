@@ -12,7 +12,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from app.api.deps import ClientDep, SettingsDep
-from app.api.errors import field_error
+from app.api.errors import documented, field_error
 from app.ladder import PlanError, resolve_profiles
 from app.models import EncodeJob, EncodeRequest, RetryOptions, SubmitResponse
 from app.queues import WORKFLOW_QUEUE
@@ -21,7 +21,7 @@ from app.storage import StorageError, uri_to_path
 from app.webhooks import WebhookRefused, check_webhook
 from app.workflows.encode import EncodeWorkflow
 
-router = APIRouter(prefix="/v1", tags=["encode"])
+router = APIRouter(prefix="/v1", tags=["encode"], responses=documented(401, 413, 502, 503))
 
 
 def job_id_for(request: EncodeRequest, source_uri: str, idempotency_key: str | None) -> str:

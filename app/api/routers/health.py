@@ -16,7 +16,9 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get(
+    "/readyz", response_model=None, responses={503: {"description": "Temporal unreachable"}}
+)
 async def readyz(client: ClientDep) -> dict[str, str] | JSONResponse:
     """Temporal is reachable."""
     try:

@@ -14,10 +14,11 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from app.api.deps import ClientDep, SettingsDep
+from app.api.errors import documented
 from app.api.job_view import STATUS, job_view
 from app.models import JobList, JobStatus, JobSummary, JobView
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=documented(401, 502, 503))
 
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
 WORKFLOW_TYPE = "EncodeWorkflow"
@@ -45,13 +46,13 @@ async def _describe(
     return handle, desc
 
 
-@router.get("/{job_id}", response_model=JobView, name="get_job")
+@router.get("/{job_id}", response_model=JobView, name="get_job", responses=documented(404))
 async def get_job(job_id: JobId, client: ClientDep, settings: SettingsDep) -> JobView:
     _, desc = await _describe(client, job_id)
     return await job_view(client, desc, settings.workflow_ui_link(job_id))
 
 
-@router.post("/{job_id}/cancel", status_code=202)
+@router.post("/{job_id}/cancel", status_code=202, responses=documented(404, 409))
 async def cancel_job(job_id: JobId, client: ClientDep) -> dict[str, str]:
     handle, desc = await _describe(client, job_id)
     if desc.status != WorkflowExecutionStatus.RUNNING:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import ClientDep
+from app.api.errors import documented
 from app.models import PoolList
 from app.pools import describe_pools
 
-router = APIRouter(prefix="/v1/workers", tags=["workers"])
+router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=documented(401, 502, 503))
 
 
 @router.get("", response_model=PoolList)
