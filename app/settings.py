@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     webhook_allowed_hosts: str = Field(
         "", description="Comma-separated webhook hosts allowed although private or loopback."
     )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto); AWS S3 when unset."
+    )
+    max_source_bytes: int = Field(
+        200 * 1024**3, ge=1, description="Largest source a worker will download from S3."
+    )
     payload_keys: str = Field(
         "",
         description="Comma-separated key-id=base64(32-byte key) pairs; the first encrypts, all"
