@@ -8,15 +8,20 @@ import logging
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from app.api_client import api_client
-from app.dev import DevError, Stack, follow_job
-from app.models import JobStatus, JobView
+from app.dev import DevError, Stack
+from app.follow import FollowError, follow
+from app.models import JobList, JobStatus, JobView
 from app.samples import make_video
 from app.settings import get_settings
 
@@ -54,6 +59,49 @@ def _print_outcome(view: JobView) -> None:
 
 
 ApiUrl = Annotated[str | None, typer.Option(help="API base URL [env: COSMOS_API_URL]")]
+STATUS_STYLE = {
+    JobStatus.PENDING: "dim",
+    JobStatus.RUNNING: "cyan",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLED: "yellow",
+}
+
+
+def _console() -> Console:
+    """Colours and the terminal's width on a terminal; wide plain text in logs and pipes, so
+    that IDs and links are never folded."""
+    console = Console(highlight=False, soft_wrap=True)
+    return console if console.is_terminal else Console(highlight=False, soft_wrap=True, width=200)
+
+
+def _follow(api_url: str | None, job_id: str) -> JobView:
+    try:
+        return follow(api_url or get_settings().api_url, job_id, console=_console())
+    except FollowError as err:
+        _fail(f"cannot follow {job_id}: {err}")
+        raise AssertionError from err  # unreachable
+
+
+def _profile(value: str) -> str | dict[str, Any]:
+    """``720p`` (a preset) or ``NAME:HEIGHT:KBPS`` (an inline rung, e.g. ``low:360:600``)."""
+    if ":" not in value:
+        return value
+    parts = value.split(":")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise typer.BadParameter(f"{value!r}: give a preset (720p) or NAME:HEIGHT:KBPS")
+    return {"name": parts[0], "height": int(parts[1]), "bitrate_kbps": int(parts[2])}
+
+
+def _source_label(uri: str | None) -> str:
+    if not uri:
+        return "-"
+    parts = urlsplit(uri)
+    return unquote(parts.path) if parts.scheme == "file" else uri
+
+
+def _when(stamp: datetime | None) -> str:
+    return stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S") if stamp else "-"
 
 
 @app.command()
@@ -94,7 +142,7 @@ def dev(
             typer.echo(
                 f"sample job {job['job_id']}" + (" (already known)" if job["deduplicated"] else "")
             )
-            _print_outcome(follow_job(stack.api_url, job["job_id"]))
+            _print_outcome(_follow(stack.api_url, job["job_id"]))
         typer.echo("serving; Ctrl-C stops everything")
         while not stopping:
             died = stack.check()
@@ -141,35 +189,116 @@ def worker_gpu() -> None:
 def submit(
     source: Annotated[str, typer.Argument(help="Path or file:// URI under an allowed root.")],
     profile: Annotated[
-        list[str] | None, typer.Option("--profile", "-p", help="Preset name; repeat.")
+        list[str] | None,
+        typer.Option(
+            "--profile",
+            "-p",
+            help="A preset (720p) or an inline rung NAME:HEIGHT:KBPS (low:360:600); repeat.",
+        ),
     ] = None,
     codec: Annotated[str, typer.Option(help="h264, hevc or av1.")] = "h264",
-    wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it ends.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show its progress until it ends; exit 0 on success.")
+    ] = False,
     api_url: ApiUrl = None,
 ) -> None:
     """Submit an encode job."""
     body: dict[str, object] = {"source": source, "codec": codec}
     if profile:
-        body["profiles"] = profile
+        body["profiles"] = [_profile(p) for p in profile]
     response = _request(api_url, "POST", "/v1/encode", json=body)
     if response.status_code != 202:
         _fail(f"refused ({response.status_code}): {response.text}")
     job = response.json()
     typer.echo(json.dumps(job, indent=2))
     if wait:
-        view = follow_job(api_url or get_settings().api_url, job["job_id"])
+        view = _follow(api_url, job["job_id"])
         _print_outcome(view)
         if view.status is not JobStatus.SUCCEEDED:
             raise typer.Exit(1)
 
 
 @app.command()
-def status(job_id: str, api_url: ApiUrl = None) -> None:
-    """Show a job."""
+def status(
+    job_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="The API's JSON, as is.")] = False,
+    api_url: ApiUrl = None,
+) -> None:
+    """Show a job: status, stage, progress, renditions, outputs."""
     response = _request(api_url, "GET", f"/v1/jobs/{job_id}")
     if response.status_code != 200:
         _fail(f"{response.status_code}: {response.text}")
-    typer.echo(json.dumps(response.json(), indent=2))
+    if as_json:
+        typer.echo(json.dumps(response.json(), indent=2))
+        return
+    view = JobView.model_validate(response.json())
+    console = _console()
+    style = STATUS_STYLE[view.status]
+    console.print(f"[bold]job[/]       {view.job_id}")
+    console.print(f"[bold]status[/]    [{style}]{view.status}[/]")
+    console.print(f"[bold]stage[/]     {view.stage or '-'}")
+    console.print(f"[bold]progress[/]  {view.progress:.1%}")
+    console.print(f"[bold]created[/]   {_when(view.created_at)}")
+    console.print(f"[bold]updated[/]   {_when(view.updated_at)}")
+    if view.renditions:
+        table = Table("rendition", "size", "codec", "status", "progress", "speed", "fps", "pool",
+                      "encoder")  # fmt: skip
+        for r in view.renditions:
+            table.add_row(
+                r.name, f"{r.width}x{r.height}", r.codec, r.status, f"{r.progress:.0%}",
+                f"{r.speed:.2f}x" if r.speed else "-", f"{r.fps:.0f}" if r.fps else "-",
+                r.queue or "-", r.encoder or "-",
+            )  # fmt: skip
+        console.print(table)
+    for dropped in view.dropped:
+        console.print(f"[bold]dropped[/]   {dropped.name}: {dropped.reason}")
+    if view.manifests:
+        console.print(f"[bold]HLS[/]       {view.manifests.hls}")
+        console.print(f"[bold]DASH[/]      {view.manifests.dash}")
+        console.print(f"[bold]manifest[/]  {view.manifests.manifest}")
+    if view.error:
+        console.print(f"[bold]error[/]     [red]{view.error.type}[/]: {view.error.message}")
+    console.print(f"[bold]Web UI[/]    {view.web_ui_url}")
+
+
+@app.command()
+def jobs(
+    status: Annotated[
+        JobStatus | None, typer.Option("--status", "-s", help="Only jobs in this state.")
+    ] = None,
+    codec: Annotated[str | None, typer.Option(help="Only jobs of this codec.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Only jobs whose source starts with this path or URI.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=200)] = 20,
+    api_url: ApiUrl = None,
+) -> None:
+    """List recent jobs (newest first), from Temporal's visibility."""
+    params: dict[str, str | int] = {"limit": limit}
+    for name, value in (("status", status), ("codec", codec), ("source", source)):
+        if value is not None:
+            params[name] = str(value)
+    response = _request(api_url, "GET", "/v1/jobs", params=params)
+    if response.status_code != 200:
+        _fail(f"{response.status_code}: {response.text}")
+    listed = JobList.model_validate(response.json()).jobs
+    console = _console()
+    if not listed:
+        console.print("no jobs")
+        return
+    table = Table("job", "status", "codec", "source", "created", "ended")
+    table.columns[0].no_wrap = True
+    table.columns[3].overflow = "fold"
+    for job in listed:
+        table.add_row(
+            job.job_id,
+            f"[{STATUS_STYLE[job.status]}]{job.status}[/]",
+            job.codec or "-",
+            _source_label(job.source),
+            _when(job.created_at),
+            _when(job.closed_at),
+        )
+    console.print(table)
 
 
 @app.command()

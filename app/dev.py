@@ -22,9 +22,8 @@ from typing import IO
 import httpx
 
 from app.activities.ffmpeg import _die_with_parent
-from app.api_client import api_client
 from app.gpu import has_gpu
-from app.models import JobStatus, JobView
+from app.search import dev_server_args
 
 STOP_GRACE_S = 15.0
 
@@ -160,6 +159,7 @@ class Stack:
                 "--http-port", str(http_port),
                 "--metrics-port", str(metrics_port),
                 "--ui-disable-news-fetch",
+                *dev_server_args(),  # CosmosStatus etc.: job visibility
             ],
         )  # fmt: skip
         wait_ready(lambda: port_open(self.temporal_port), 60, temporal, "the Temporal dev server")
@@ -197,23 +197,3 @@ class Stack:
                 proc.wait()
         for log in self.logs:
             log.close()
-
-
-def follow_job(
-    api_url: str, job_id: str, *, out: IO[str] = sys.stdout, poll_s: float = 1.0
-) -> JobView:
-    """Print a job's progress as it changes, until it ends; return its final view."""
-    last = ""
-    with api_client(api_url, timeout=10) as http:
-        while True:
-            response = http.get(f"/v1/jobs/{job_id}")
-            response.raise_for_status()
-            view = JobView.model_validate(response.json())
-            parts = "  ".join(f"{r.name} {r.progress:.0%}" for r in view.renditions)
-            line = f"{view.status:<9} {view.stage or '-':<8} {view.progress:6.1%}  {parts}"
-            if line != last:
-                print(line.rstrip(), file=out, flush=True)
-                last = line
-            if view.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
-                return view
-            time.sleep(poll_s)

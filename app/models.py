@@ -151,6 +151,7 @@ class Plan(Strict):
 
 class ProbeInput(Strict):
     source_uri: str
+    job_id: str = "probe"
 
 
 class PlanInput(Strict):
@@ -217,6 +218,8 @@ class PackageResult(Strict):
     dash_manifest: str
     video_playlists: list[str]
     audio_playlist: str | None
+    checksums: dict[str, str] = Field(default_factory=dict, description="By representation id.")
+    sizes: dict[str, int] = Field(default_factory=dict, description="Bytes by representation id.")
 
 
 class PublishInput(Strict):
@@ -335,6 +338,8 @@ class JobView(BaseModel):
 class JobSummary(BaseModel):
     job_id: str
     status: JobStatus
+    codec: str | None = Field(None, description="From the CosmosCodec search attribute.")
+    source: str | None = Field(None, description="From the CosmosSource search attribute.")
     created_at: datetime | None
     closed_at: datetime | None
 

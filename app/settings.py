@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, moto); AWS S3 when unset."
     )
+    source_buckets: str = Field(
+        "", description="Comma-separated S3 buckets sources may be read from."
+    )
     max_source_bytes: int = Field(
         200 * 1024**3, ge=1, description="Largest source a worker will download from S3."
     )
@@ -63,6 +66,13 @@ class Settings(BaseSettings):
         "",
         description="Comma-separated key-id=base64(32-byte key) pairs; the first encrypts, all"
         " decrypt; empty = payloads are not encrypted.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65534,
+        description="Prometheus /metrics port of this process (Temporal SDK metrics on the port"
+        " after it); off when unset.",
     )
     codec_cors_origins: str = Field(
         "",
@@ -88,6 +98,10 @@ class Settings(BaseSettings):
         roots = [self.data_path]
         roots += [Path(p).expanduser().resolve() for p in self.source_roots.split(":") if p.strip()]
         return roots
+
+    @property
+    def source_bucket_set(self) -> set[str]:
+        return {b.strip() for b in self.source_buckets.split(",") if b.strip()}
 
     @property
     def api_key_list(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,7 +19,7 @@ def _is_under(path: Path, roots: list[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
-def resolve_source(source: str, roots: list[Path]) -> str:
+def resolve_source(source: str, roots: list[Path], buckets: AbstractSet[str] = frozenset()) -> str:
     """Validate a user-given source and return the ``file://`` URI of the real file.
 
     Refuses other schemes (ffmpeg would happily open http:, concat:, subfile: ...), ``..``,
@@ -32,6 +33,8 @@ def resolve_source(source: str, roots: list[Path]) -> str:
             path = uri_to_path(source)
         except StorageError as err:
             raise SourceError(str(err)) from None
+    elif scheme == "s3" and buckets:
+        return check_s3_source(source, buckets)
     elif scheme and ("://" in source or len(scheme) > 1):
         raise SourceError(f"source scheme {scheme!r} is not allowed; give a local path or file://")
     else:
@@ -60,6 +63,19 @@ def resolve_source(source: str, roots: list[Path]) -> str:
     if real.stat().st_size == 0:
         raise SourceError("source file is empty")
     return path_to_uri(real)
+
+
+def check_s3_source(uri: str, buckets: AbstractSet[str]) -> str:
+    """``s3://bucket/key`` from a bucket the operator opened for sources (none by default)."""
+    parsed = urlparse(uri)
+    key = parsed.path.lstrip("/")
+    if parsed.netloc not in buckets:
+        raise SourceError(
+            f"S3 bucket {parsed.netloc!r} is not an allowed source (COSMOS_SOURCE_BUCKETS)"
+        )
+    if not key or key.endswith("/") or parsed.query or parsed.fragment or "\x00" in key:
+        raise SourceError("S3 sources must name one object: s3://bucket/key")
+    return uri
 
 
 def source_path(uri: str, roots: list[Path]) -> Path:

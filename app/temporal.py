@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 
 from app.codec import AesGcmCodec, parse_keys
+from app.metrics import ActivityMetricsInterceptor, temporal_runtime
 from app.settings import Settings
 
 
@@ -21,11 +23,21 @@ def data_converter(settings: Settings) -> DataConverter:
     return dataclasses.replace(pydantic_data_converter, payload_codec=AesGcmCodec(keys))
 
 
+def interceptors() -> list[Interceptor]:
+    """Tracing (one trace per job: StartWorkflow, RunWorkflow, RunActivity spans) and queue-wait
+    metrics. On the client, so the workers built from it inherit both."""
+    return [TracingInterceptor(), ActivityMetricsInterceptor()]
+
+
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """``lazy`` lets a process start while Temporal is away and connect on first use."""
+    """``lazy`` lets a process start while Temporal is away and connect on first use. With
+    ``COSMOS_METRICS_PORT`` set, the SDK's metrics are served on the port after it."""
+    port = settings.metrics_port
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.namespace,
         data_converter=data_converter(settings),
+        interceptors=interceptors(),
+        runtime=temporal_runtime(port + 1) if port is not None else None,
         lazy=lazy,
     )

@@ -12,6 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from app.activities.ffmpeg import ffmpeg_binary
 from app.samples import make_video
+from app.search import KEYS
 from tests.stack import Stack
 
 BIN = Path(sys.executable).parent
@@ -66,6 +67,7 @@ async def dev_server(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
         dev_server_database_filename=str(db),
+        search_attributes=KEYS,
     )
     async with env:
         yield env

@@ -349,12 +349,12 @@ async def test_cleanup_removes_scratch_and_outputs(settings: Settings) -> None:
         remove_outputs=False,
     )
     lifecycle = LifecycleActivities(settings)
-    assert await ActivityEnvironment().run(lifecycle.cleanup, request) == [str(scratch)]
+    assert await ActivityEnvironment().run(lifecycle.cleanup, request) == [path_to_uri(scratch)]
     assert output.exists() and not scratch.exists()
     removed = await ActivityEnvironment().run(
         lifecycle.cleanup, request.model_copy(update={"remove_outputs": True})
     )
-    assert removed == [str(output)]
+    assert removed == [path_to_uri(output)]
     assert not output.exists()
 
 

@@ -1,5 +1,6 @@
-"""Static checks of the container deployment: docker-compose.temporal.yml, .env.example and the
-Dockerfile agree with each other and with the code. No Docker needed; runs in milliseconds."""
+"""Static checks of the container deployment: docker-compose.temporal.yml, .env.example, the
+Dockerfile and deploy/ agree with each other and with the code. No Docker needed; runs in
+milliseconds."""
 
 from __future__ import annotations
 
@@ -20,8 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.temporal.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
+COLLECTOR_CONFIG = ROOT / "deploy" / "otel-collector.yaml"
 
 EXPECTED = {
+    "minio",
+    "minio-create-bucket",
+    "otel-healthcheck-tool",
+    "otel-collector",
     "postgresql",
     "temporal-admin-tools",
     "temporal",
@@ -32,6 +38,34 @@ EXPECTED = {
     "worker-gpu",
 }
 APP_SERVICES = ("api", "worker-cpu", "worker-gpu")
+ONE_SHOT_JOBS = {
+    "temporal-admin-tools",
+    "temporal-create-namespace",
+    "minio-create-bucket",
+    "otel-healthcheck-tool",
+}
+
+# Variables the app reads that are not its own settings: read by boto3 and the OpenTelemetry SDK
+# themselves, so only their standard names work. The first group every app container must have.
+REQUIRED_STANDARD_VARIABLES = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_SERVICE_NAME",
+}
+STANDARD_VARIABLES = REQUIRED_STANDARD_VARIABLES | {
+    "AWS_REGION",
+    "AWS_SESSION_TOKEN",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+}
+# Being added to app/settings.py as `metrics_port`; until it lands it is the one COSMOS_* name
+# that need not be a Settings field (test_cosmos_variables_are_settings_fields).
+METRICS_PORT = "COSMOS_METRICS_PORT"
 
 # Compose interpolation: `$$` is a literal `$`; ${VAR}, ${VAR:-default}, ${VAR:?error}.
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}")
@@ -139,6 +173,34 @@ def one_shot_jobs(services: dict[str, dict[str, Any]]) -> set[str]:
     }
 
 
+def url_host_port(url: str) -> tuple[str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+def port_of(address: str) -> int:
+    """The port of `host:port`, `:port` or a URL."""
+    return int(address.rstrip("/").rpartition(":")[2])
+
+
+def shell_vars(text: str, env: dict[str, str]) -> str:
+    """Expand $NAME and ${NAME} in a job's script with the job's environment."""
+    return re.sub(
+        r"\$(?:\{(\w+)\}|(\w+))", lambda m: env[m.group(1) or m.group(2)], text.replace('"', "")
+    )
+
+
+def created_bucket(services: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """(MinIO URL the bucket job talks to, bucket it creates), read from its script."""
+    job = services["minio-create-bucket"]
+    script = shell_vars("\n".join(command(job)), environment(job))
+    alias = re.search(r"^mc alias set (\S+) (\S+) ", script, re.M)
+    bucket = re.search(r"^mc mb --ignore-existing (\S+)/(\S+)$", script, re.M)
+    assert alias and bucket, "bucket job: no `mc alias set` / `mc mb --ignore-existing ALIAS/B`"
+    assert bucket.group(1) == alias.group(1), "mc mb does not use the alias it set"
+    return alias.group(2), bucket.group(2)
+
+
 def seconds(duration: str) -> float:
     units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
     parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
@@ -156,7 +218,7 @@ def cli_api_port_default() -> int:
 
 def test_expected_services(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) >= EXPECTED, f"missing: {EXPECTED - set(services)}"
-    assert one_shot_jobs(services) == {"temporal-admin-tools", "temporal-create-namespace"}
+    assert one_shot_jobs(services) == ONE_SHOT_JOBS
     schema_job = " ".join(command(services["temporal-admin-tools"]))
     assert "temporal-sql-tool" in schema_job and "update-schema" in schema_job
     assert "namespace create" in " ".join(command(services["temporal-create-namespace"]))
@@ -215,6 +277,8 @@ def test_cosmos_variables_are_settings_fields(
     }
     assert named, "no COSMOS_* settings at all"
     unknown = {n for n in named if n.removeprefix("COSMOS_").lower() not in Settings.model_fields}
+    if METRICS_PORT.removeprefix("COSMOS_").lower() not in Settings.model_fields:
+        unknown.discard(METRICS_PORT)  # until `metrics_port` lands in app/settings.py
     assert unknown == set(), "not fields of app.settings.Settings"
     for name in APP_SERVICES:
         values = {
@@ -284,8 +348,12 @@ def test_app_containers_share_the_data_volume(compose: dict[str, Any], env: dict
     assert len(sources) == 1, f"{data_dir} is not one volume across {APP_SERVICES}: {sources}"
     (volume,) = sources
     assert volume in (compose.get("volumes") or {}), f"{volume!r} is not a named volume"
-    output = urlsplit(env["COSMOS_OUTPUT_URI"])
-    assert output.scheme == "file" and Path(output.path).is_relative_to(data_dir)
+    # Outputs and scratch must be readable from every container: in the bucket, or on that volume.
+    for key in ("COSMOS_OUTPUT_URI", "COSMOS_SCRATCH_URI"):
+        uri = urlsplit(env[key])
+        assert uri.scheme == "s3" or (
+            uri.scheme == "file" and Path(uri.path).is_relative_to(data_dir)
+        ), f"{key}={env[key]} is private to one container"
     for name in APP_SERVICES:
         targets = mounts(compose["services"][name])
         for root in env["COSMOS_SOURCE_ROOTS"].split(":"):
@@ -298,3 +366,146 @@ def test_workers_get_time_to_drain(
     grace = float(env["COSMOS_WORKER_SHUTDOWN_GRACE_S"])
     for name in ("worker-cpu", "worker-gpu"):
         assert seconds(str(services[name].get("stop_grace_period", "10s"))) > grace, name
+
+
+def test_minio_stores_its_data_in_a_named_volume(compose: dict[str, Any]) -> None:
+    minio = compose["services"]["minio"]
+    assert minio["image"].startswith("minio/minio:RELEASE.")
+    args = command(minio)
+    assert args[:1] == ["server"] and "/data" in args
+    assert mounts(minio).get("/data") in (compose.get("volumes") or {}), "minio data not named"
+    assert "mc" in minio["healthcheck"]["test"], "minio healthcheck is not `mc ready`"
+    console = port_of(option(args, "--console-address"))
+    assert (console, console) in ports(minio), "the console is not published on its own port"
+
+
+def test_bucket_job_is_idempotent_and_waits_for_minio(
+    services: dict[str, dict[str, Any]], env: dict[str, str]
+) -> None:
+    job = services["minio-create-bucket"]
+    assert job["image"].startswith("minio/mc:RELEASE.")
+    assert job["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    url, bucket = created_bucket(services)
+    assert bucket == env["MINIO_BUCKET"]
+    host, port = url_host_port(url)
+    assert host == "minio" and port == port_of(option(command(services["minio"]), "--address"))
+    # Credentials only in .env: the job uses MinIO's own root account and creates the app's user.
+    minio_env = environment(services["minio"])
+    job_env = environment(job)
+    for key in ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"):
+        assert job_env[key] == minio_env[key] == env[key], key
+    for name in APP_SERVICES:
+        app = environment(services[name])
+        assert (app["AWS_ACCESS_KEY_ID"], app["AWS_SECRET_ACCESS_KEY"]) == (
+            job_env["APP_ACCESS_KEY"],
+            job_env["APP_SECRET_KEY"],
+        ), f"{name} does not use the MinIO user the bucket job creates"
+        depends = services[name]["depends_on"]["minio-create-bucket"]
+        assert depends == {"condition": "service_completed_successfully"}, name
+
+
+def test_app_reads_standard_aws_and_otel_names(
+    services: dict[str, dict[str, Any]], env: dict[str, str]
+) -> None:
+    names: set[str] = set()
+    for name in APP_SERVICES:
+        keys = set(environment(services[name]))
+        others = {k for k in keys if not k.startswith("COSMOS_")}
+        assert others <= STANDARD_VARIABLES, (
+            f"{name}: not standard names: {others - STANDARD_VARIABLES}"
+        )
+        assert keys >= REQUIRED_STANDARD_VARIABLES, (
+            f"{name}: missing {REQUIRED_STANDARD_VARIABLES - keys}"
+        )
+        names.add(environment(services[name])["OTEL_SERVICE_NAME"])
+    assert len(names) == len(APP_SERVICES), "OTEL_SERVICE_NAME must tell the services apart"
+    # A shell's exported AWS_* would override .env's during interpolation: keep them apart.
+    assert not set(env) & STANDARD_VARIABLES, ".env.example sets a variable of the app's own"
+
+
+def test_s3_endpoint_is_the_minio_service(
+    services: dict[str, dict[str, Any]], env: dict[str, str]
+) -> None:
+    endpoint = env["COSMOS_S3_ENDPOINT_URL"]
+    host, port = url_host_port(endpoint)
+    assert host == "minio" and host in services
+    assert port == port_of(option(command(services["minio"]), "--address")) == 9000
+    for name in APP_SERVICES:
+        assert environment(services[name])["COSMOS_S3_ENDPOINT_URL"] == endpoint, name
+
+
+def test_outputs_and_scratch_are_in_the_created_bucket(
+    compose: dict[str, Any], env: dict[str, str]
+) -> None:
+    services = compose["services"]
+    _, bucket = created_bucket(services)
+    for key in ("COSMOS_OUTPUT_URI", "COSMOS_SCRATCH_URI"):
+        uri = urlsplit(env[key])
+        assert (uri.scheme, uri.netloc) == ("s3", bucket), f"{key}={env[key]} is not in {bucket}"
+        assert uri.path.strip("/"), f"{key} needs a prefix, not the bucket root"
+    assert env["COSMOS_OUTPUT_URI"] != env["COSMOS_SCRATCH_URI"]
+    # The app user's policy, which the job attaches, grants that bucket and nothing else.
+    job = services["minio-create-bucket"]
+    (mounted,) = job["configs"]
+    assert mounted["target"] in " ".join(command(job))
+    policy = json.loads(compose["configs"][mounted["source"]]["content"])
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+
+
+def test_collector_config_receives_where_the_services_send(
+    compose: dict[str, Any], env: dict[str, str]
+) -> None:
+    services = compose["services"]
+    collector = services["otel-collector"]
+    assert collector["image"].startswith("otel/opentelemetry-collector-contrib:")
+    (mounted,) = collector["configs"]
+    source = compose["configs"][mounted["source"]]["file"]
+    assert (ROOT / source).resolve() == COLLECTOR_CONFIG, "the collector does not mount deploy/"
+    assert command(collector) == [f"--config={mounted['target']}"]
+    assert COLLECTOR_CONFIG.is_file()
+    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
+    assert isinstance(config, dict), f"{COLLECTOR_CONFIG.name} is not a YAML mapping"
+
+    endpoints = {
+        environment(services[name])["OTEL_EXPORTER_OTLP_ENDPOINT"] for name in APP_SERVICES
+    }
+    assert len(endpoints) == 1, endpoints
+    host, port = url_host_port(endpoints.pop())
+    assert host == "otel-collector"
+    http = config["receivers"]["otlp"]["protocols"]["http"]
+    assert port == port_of(http["endpoint"]) == 4318
+    assert not http["endpoint"].startswith(("localhost", "127.")), (
+        "unreachable from other containers"
+    )
+
+    pipelines = config["service"]["pipelines"]
+    assert all("batch" in p["processors"] for p in pipelines.values())
+    assert (
+        "otlp" in pipelines["traces"]["receivers"] and "debug" in pipelines["traces"]["exporters"]
+    )
+    metrics = pipelines["metrics"]
+    assert "prometheus" in metrics["exporters"] or "prometheus" in metrics["receivers"]
+    if "prometheus" in metrics["receivers"]:
+        jobs = config["receivers"]["prometheus"]["config"]["scrape_configs"]
+        scraped = {
+            sd_name: sd["port"]
+            for job in jobs
+            for sd in job.get("dns_sd_configs", [])
+            for sd_name in sd["names"]
+        }
+        assert set(scraped) == set(APP_SERVICES)
+        assert set(scraped.values()) == {int(env[METRICS_PORT])}
+
+    # The health check calls the health_check extension, on its port.
+    assert "health_check" in config["service"]["extensions"]
+    check = " ".join(collector["healthcheck"]["test"])
+    assert f":{port_of(config['extensions']['health_check']['endpoint'])}/" in check
+
+
+def test_namespace_job_registers_the_search_attributes() -> None:
+    from app.search import KEYS
+
+    text = (ROOT / "docker-compose.temporal.yml").read_text()
+    for key in KEYS:
+        assert key.name in text, key.name

@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from app.samples import make_video
+from app.search import KEYS
 from tests.conftest import BIN
 from tests.stack import Stack
 
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 async def dev_server(tmp_path: Path) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, dev_server_existing_path=str(BIN / "temporal")
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=KEYS,
     )
     async with env:
         yield env

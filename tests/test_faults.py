@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from app.samples import make_video
+from app.search import dev_server_args
 from tests.conftest import BIN
 from tests.media_checks import check_package
 from tests.stack import Stack, free_ports
@@ -39,7 +40,7 @@ class DevServer:
             [str(BIN / "temporal"), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
              "--port", str(self.port), "--http-port", str(self.http_port),
              "--metrics-port", str(self.metrics_port), "--db-filename", str(self.db),
-             "--log-level", "error"],
+             "--log-level", "error", *dev_server_args()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 30

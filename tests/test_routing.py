@@ -20,6 +20,7 @@ from app.models import Accelerator, Codec, EncodeResult
 from app.pools import NoCapablePool, choose_route, describe_pools
 from app.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
 from app.resources import ENCODE_CPU, cpu_slots, gpu_slots
+from app.search import KEYS
 from app.settings import Settings
 from app.workflows.encode import EncodeWorkflow
 from tests.conftest import BIN
@@ -95,6 +96,7 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
         dev_server_extra_args=extra,
+        search_attributes=KEYS,
     )
     async with env:
         yield env

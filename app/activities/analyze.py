@@ -16,7 +16,7 @@ from app.models import Plan, PlanInput, ProbeInput, ProbeResult
 class AnalyzeActivities(ActivityBase):
     @activity.defn(name="probe_source")
     async def probe_source(self, input: ProbeInput) -> ProbeResult:
-        path = self.source(input.source_uri)
+        path = await self.local_source(input.source_uri, input.job_id)
         try:
             return await asyncio.to_thread(probe_file, path)
         except InvalidSource as err:

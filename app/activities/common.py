@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from app.activities.ffmpeg import FfmpegError, ffmpeg_binary, run_ffmpeg
+from app.metrics import observe_encode
 from app.models import Progress
+from app.object_store import store_for
 from app.settings import Settings
-from app.sources import SourceError, source_path
+from app.sources import SourceError, check_s3_source, source_path
 
 INVALID_SOURCE = "InvalidSource"
 """Failure type for bad input: never retried."""
@@ -29,13 +32,48 @@ class ActivityBase:
         except SourceError as err:
             raise ApplicationError(str(err), type=INVALID_SOURCE, non_retryable=True) from None
 
+    def work_dir(self, job_id: str) -> Path:
+        """This worker's local files for a job (downloads, encodes before upload)."""
+        return self.settings.data_path / "work" / job_id
+
+    async def local_source(self, uri: str, job_id: str) -> Path:
+        """The source as a local file: a checked path, or an S3 object streamed to disk once."""
+        if not uri.startswith("s3://"):
+            return self.source(uri)
+        try:
+            check_s3_source(uri, self.settings.source_bucket_set)
+        except SourceError as err:
+            raise ApplicationError(str(err), type=INVALID_SOURCE, non_retryable=True) from None
+        store = store_for(uri, self.settings)
+        try:
+            size = await asyncio.to_thread(store.size, uri)
+        except FileNotFoundError:
+            raise ApplicationError(
+                "source object does not exist", type=INVALID_SOURCE, non_retryable=True
+            ) from None
+        if not 0 < size <= self.settings.max_source_bytes:
+            raise ApplicationError(
+                f"source object is {size} bytes; sources must be 1 to "
+                f"{self.settings.max_source_bytes} bytes (COSMOS_MAX_SOURCE_BYTES)",
+                type=INVALID_SOURCE,
+                non_retryable=True,
+            )
+        local = self.work_dir(job_id) / "source" / ("source" + Path(uri).suffix[:8])
+        if not local.exists() or local.stat().st_size != size:
+            await asyncio.to_thread(store.download, uri, local)
+        return local
+
     async def ffmpeg(self, args: Sequence[str], *, total_s: float, label: str) -> None:
         """Run ffmpeg, heartbeating its progress so the job shows it and cancellation reaches it."""
 
+        last: list[Progress] = []
+
         def heartbeat(progress: Progress) -> None:
+            last[:] = [progress]
             activity.heartbeat({"label": label, **progress.model_dump()})
 
         activity.heartbeat({"label": label, "done_s": 0.0, "total_s": total_s})
+        started = time.monotonic()
         try:
             await run_ffmpeg(
                 args,
@@ -43,9 +81,12 @@ class ActivityBase:
                 total_s=total_s,
                 stall_timeout_s=self.settings.heartbeat_timeout_s,
                 on_progress=heartbeat,
+                label=label,
             )
         except FfmpegError as err:
             raise ApplicationError(str(err), type="FfmpegError") from None
+        speed = last[0].speed if last else None
+        observe_encode(label, activity.info().activity_type, time.monotonic() - started, speed)
 
 
 def input_args(path: Path, container: str | None = None) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import ffmpeg as ffmpeg_lib
@@ -12,15 +13,20 @@ from temporalio import activity
 from app.activities.common import ActivityBase, input_args, sha256_files
 from app.activities.probe import count_frames
 from app.models import EncodeAudioInput, EncodedMedia, EncodeVideoInput, Rendition
+from app.object_store import LocalStore, join, store_for
 from app.queues import EncodeMode
 from app.settings import Settings
-from app.storage import job_dir, path_to_uri
+from app.storage import uri_to_path
 
 AUDIO_BITRATE_KBPS = 128
 AUDIO_SAMPLE_RATE = 48000
 
 
 NVENC_ENCODERS = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
+
+
+def encoder_name(rendition: Rendition, mode: EncodeMode) -> str:
+    return NVENC_ENCODERS[rendition.codec] if mode == "nvenc" else rendition.settings.encoder
 
 
 def hwaccel_args(mode: EncodeMode, rotation: int) -> list[str]:
@@ -59,7 +65,7 @@ def video_output_args(
     else:
         video = video.filter("scale", rendition.width, rendition.height, flags="lanczos")
     video = video.filter("setsar", sar=sar, max=65535)
-    encoder = NVENC_ENCODERS[rendition.codec] if mode == "nvenc" else s.encoder
+    encoder = encoder_name(rendition, mode)
     opts: dict[str, object] = {
         "c:v": encoder,
         "b:v": f"{s.bitrate_kbps}k",
@@ -123,45 +129,64 @@ class EncodeActivities(ActivityBase):
 
     @activity.defn(name="encode_video")
     async def encode_video(self, input: EncodeVideoInput) -> EncodedMedia:
-        src = self.source(input.source_uri)
-        out = job_dir(input.scratch_uri, input.job_id) / "video" / f"{input.rendition.name}.mp4"
-        args = video_output_args(
-            input.rendition,
-            out.with_suffix(".part"),
-            mode=self.mode,
-            rotation=input.rotation,
-            threads=self.threads,
-        )
+        src = await self.local_source(input.source_uri, input.job_id)
         in_args = [*hwaccel_args(self.mode, input.rotation), *input_args(src, input.container)]
-        encoder = args[args.index("-c:v") + 1]
-        media = await self._encode(in_args, args, out, input.rendition.name, input.duration_s)
+
+        def out_args(part: Path) -> list[str]:
+            return video_output_args(
+                input.rendition, part, mode=self.mode, rotation=input.rotation,
+                threads=self.threads,
+            )  # fmt: skip
+
+        name = input.rendition.name
+        media = await self._encode(input.job_id, input.scratch_uri, f"video/{name}.mp4",
+                                   in_args, out_args, name, input.duration_s)  # fmt: skip
+        encoder = encoder_name(input.rendition, self.mode)
         return media.model_copy(update={"encoder": encoder, "queue": activity.info().task_queue})
 
     @activity.defn(name="encode_audio")
     async def encode_audio(self, input: EncodeAudioInput) -> EncodedMedia:
-        src = self.source(input.source_uri)
-        out = job_dir(input.scratch_uri, input.job_id) / "audio" / "audio.m4a"
-        args = audio_output_args(out.with_suffix(".part"))
-        return await self._encode(
-            input_args(src, input.container), args, out, "audio", input.duration_s
-        )
+        src = await self.local_source(input.source_uri, input.job_id)
+        return await self._encode(input.job_id, input.scratch_uri, "audio/audio.m4a",
+                                  input_args(src, input.container), audio_output_args,
+                                  "audio", input.duration_s)  # fmt: skip
 
     async def _encode(
-        self, in_args: list[str], out_args: list[str], out: Path, name: str, duration_s: float
+        self,
+        job_id: str,
+        scratch_uri: str,
+        relative: str,
+        in_args: list[str],
+        out_args: Callable[[Path], list[str]],
+        name: str,
+        duration_s: float,
     ) -> EncodedMedia:
-        """Encode to ``<out>.part`` and rename: a file at ``out`` is always whole, so a retry
-        after a crash between the rename and the completion report does not encode again."""
-        if not out.exists():
+        """Encode to ``<out>.part``, rename, and (for S3 scratch) upload: an object at the
+        target is always whole, so a retry after a crash between the upload and the completion
+        report does not encode again."""
+        target = join(scratch_uri, job_id, relative)
+        store = store_for(target, self.settings)
+        local = isinstance(store, LocalStore)
+        out = uri_to_path(target) if local else self.work_dir(job_id) / relative
+        if await asyncio.to_thread(store.exists, target):
+            if not out.exists():
+                await asyncio.to_thread(store.download, target, out)
+        else:
             part = out.with_suffix(".part")
             part.parent.mkdir(parents=True, exist_ok=True)
-            await self.ffmpeg(["-y", *in_args, *out_args], total_s=duration_s, label=name)
+            await self.ffmpeg(["-y", *in_args, *out_args(part)], total_s=duration_s, label=name)
             os.replace(part, out)
+            if not local:
+                await asyncio.to_thread(store.upload, out, target)
         frames, duration = await asyncio.to_thread(count_frames, out)
-        return EncodedMedia(
+        media = EncodedMedia(
             name=name,
-            uri=path_to_uri(out),
+            uri=target,
             size_bytes=out.stat().st_size,
             duration_s=duration,
             frames=frames,
             checksum=await sha256_files([out]),
         )
+        if not local:
+            out.unlink()  # the object store has it; keep this worker's disk free
+        return media

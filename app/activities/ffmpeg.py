@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from app.models import Progress
+from app.telemetry import ffmpeg_span
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,34 @@ def _parse_progress(block: dict[str, str], total_s: float) -> Progress:
 
 
 async def run_ffmpeg(
+    args: Sequence[str],
+    *,
+    binary: str,
+    total_s: float,
+    stall_timeout_s: float,
+    on_progress: Callable[[Progress], None] | None = None,
+    label: str = "",
+) -> None:
+    """``_run_ffmpeg`` in an "ffmpeg" span (a child of the activity's), which describes the run
+    by its arguments' shape and keeps ffmpeg's last speed, so a slow job shows which run was."""
+    with ffmpeg_span(args, label) as span:
+
+        def progress(p: Progress) -> None:
+            if p.speed is not None:
+                span.set_attribute("ffmpeg.speed", p.speed)
+            if on_progress is not None:
+                on_progress(p)
+
+        await _run_ffmpeg(
+            args,
+            binary=binary,
+            total_s=total_s,
+            stall_timeout_s=stall_timeout_s,
+            on_progress=progress,
+        )
+
+
+async def _run_ffmpeg(
     args: Sequence[str],
     *,
     binary: str,

@@ -11,7 +11,8 @@ from temporalio.exceptions import ApplicationError
 
 from app.activities.common import ActivityBase
 from app.models import CleanupInput, NotifyInput
-from app.storage import job_dir, partial_dir, remove_tree
+from app.object_store import join, store_for
+from app.storage import partial_dir, path_to_uri, remove_tree, uri_to_path
 from app.webhooks import WebhookRefused, check_webhook
 
 log = logging.getLogger(__name__)
@@ -22,14 +23,17 @@ class LifecycleActivities(ActivityBase):
     async def cleanup(self, input: CleanupInput) -> list[str]:
         """Remove the job's scratch space and, for a failed or cancelled job, everything it
         published, so nothing partial is left looking whole. Idempotent."""
-        targets = [job_dir(input.scratch_uri, input.job_id)]
+        prefixes = [join(input.scratch_uri, input.job_id)]
         if input.remove_outputs:
-            output = job_dir(input.output_uri, input.job_id)
-            targets += [output, partial_dir(output)]
+            output = join(input.output_uri, input.job_id)
+            prefixes.append(output)
+            if output.startswith("file:"):
+                prefixes.append(path_to_uri(partial_dir(uri_to_path(output))))
         removed = []
-        for target in targets:
-            if await asyncio.to_thread(remove_tree, target):
-                removed.append(str(target))
+        for prefix in prefixes:
+            if await asyncio.to_thread(store_for(prefix, self.settings).delete_prefix, prefix):
+                removed.append(prefix)
+        await asyncio.to_thread(remove_tree, self.work_dir(input.job_id))
         return removed
 
     @activity.defn(name="notify")

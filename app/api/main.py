@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Depends, FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from app.api import errors
 from app.api.routers import codec, encode, health, jobs, workers
 from app.api.security import BodyLimit, require_api_key
+from app.metrics import SubmissionMetrics, setup_metrics
 from app.settings import Settings, get_settings
+from app.telemetry import setup_logging, setup_tracing
 
 MAX_BODY_BYTES = 1 << 20
 """An encode request is a few hundred bytes; a megabyte is generous and bounds memory."""
@@ -21,13 +26,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.state.client = None
+    # Once per process, however many apps (tests build many); logging only where the server
+    # (uvicorn configures its own loggers, not the root) or a caller has not configured it.
+    setup_tracing("cosmos-api")
+    setup_metrics(app.state.settings.metrics_port)
+    if not logging.getLogger().handlers:
+        setup_logging()
     errors.install(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(codec.CodecCors, origins=app.state.settings.codec_origins)
+    app.add_middleware(SubmissionMetrics)
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
     app.include_router(encode.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
     app.include_router(workers.router, dependencies=protected)
     app.include_router(codec.router, dependencies=protected)
+    # A server span per request, the parent of the StartWorkflow span of a submitted job.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/readyz")
     return app

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.search import ANONYMOUS, key_id
 from app.settings import Settings
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -37,6 +38,13 @@ def require_api_key(
             detail="missing or invalid API key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if given is not None:  # who asked, for visibility: an id, never the key
+        request.state.api_key_id = key_id(given)
+
+
+def requester(request: Request) -> str:
+    """The id of the API key that authenticated the request, or ``anonymous``."""
+    return str(getattr(request.state, "api_key_id", None) or ANONYMOUS)
 
 
 class BodyLimit:

@@ -47,12 +47,15 @@ with workflow.unsafe.imports_passed_through():
         WorkflowState,
     )
     from app.queues import CPU_QUEUE
+    from app.search import STATUS as STATUS_KEY
 
 T = TypeVar("T")
 
 NON_RETRYABLE = ["InvalidSource", "PlanError", "NoCapablePool"]
 ROUTING_PATCH = "stratum-routing"
 """Histories recorded before routing existed replay without the route step."""
+VISIBILITY_PATCH = "visibility"
+"""Histories recorded before the CosmosStatus search attribute replay without its upserts."""
 SHORT = timedelta(minutes=2)
 LONG = timedelta(hours=6)
 
@@ -62,6 +65,7 @@ class EncodeWorkflow:
     def __init__(self) -> None:
         self._state = WorkflowState()
         self._job: EncodeJob | None = None
+        self._visible = False
 
     @workflow.query
     def state(self) -> WorkflowState:
@@ -70,10 +74,20 @@ class EncodeWorkflow:
     @workflow.run
     async def run(self, job: EncodeJob) -> EncodeResult:
         self._job = job
+        # Only where the API could set the attributes at start, i.e. the server has them
+        # registered: upserting an unregistered attribute would fail every workflow task.
+        self._visible = (
+            workflow.patched(VISIBILITY_PATCH)
+            and workflow.info().typed_search_attributes.get(STATUS_KEY) is not None
+        )
+        self._set_status(JobStatus.RUNNING)
         try:
             probe = await self._stage(
                 "probe",
-                self._call(AnalyzeActivities.probe_source, ProbeInput(source_uri=job.source_uri)),
+                self._call(
+                    AnalyzeActivities.probe_source,
+                    ProbeInput(source_uri=job.source_uri, job_id=job.job_id),
+                ),
             )
             plan = await self._stage(
                 "plan", self._call(AnalyzeActivities.plan, PlanInput(job=job, probe=probe))
@@ -129,14 +143,17 @@ class EncodeWorkflow:
             )
         except asyncio.CancelledError:
             await self._finish(JobStatus.CANCELLED)
+            self._set_status(JobStatus.CANCELLED)
             raise
         except (ActivityError, ApplicationError) as err:
             error = _error_info(err)
             await self._finish(JobStatus.FAILED, error=error)
+            self._set_status(JobStatus.FAILED)
             raise ApplicationError(error.message, type=error.type, non_retryable=True) from err
 
         self._state.manifests = manifests
         await self._finish(JobStatus.SUCCEEDED, manifests=manifests)
+        self._set_status(JobStatus.SUCCEEDED)
         return EncodeResult(
             job_id=job.job_id,
             manifests=manifests,
@@ -258,6 +275,12 @@ class EncodeWorkflow:
         return media
 
     # ------------------------------------------------------------------ helpers
+
+    def _set_status(self, status: JobStatus) -> None:
+        """CosmosStatus for visibility queries; a terminal value goes out in the same workflow
+        task as the completion, so it never says SUCCEEDED of a job still running."""
+        if self._visible:
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(status.value)])
 
     async def _stage(self, name: str, step: Awaitable[T]) -> T:
         self._state.stage = name

@@ -10,8 +10,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from app.activities.registry import cpu_activities
+from app.metrics import setup_metrics
 from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
 from app.settings import Settings, get_settings
+from app.telemetry import setup_logging, setup_tracing
 from app.temporal import connect
 from app.workflows.encode import EncodeWorkflow
 from workers.runner import run_until_signal
@@ -37,6 +39,9 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
 
 async def main(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
+    setup_logging()
+    setup_tracing("cosmos-worker-cpu")
+    setup_metrics(settings.metrics_port)
     client = await connect(settings)
     await run_until_signal(build_workers(client, settings))
 

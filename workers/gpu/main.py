@@ -16,8 +16,10 @@ from temporalio.worker import Worker
 
 from app.activities.registry import gpu_activities
 from app.gpu import GpuInfo, GpuProbe, NoGpu, NvmlProbe, queues_for
+from app.metrics import setup_metrics, watch_gpus
 from app.resources import gpu_slots
 from app.settings import Settings, get_settings
+from app.telemetry import setup_logging, setup_tracing
 from app.temporal import connect
 from workers.cpu.main import HEARTBEAT_THROTTLE
 from workers.runner import run_until_signal
@@ -51,6 +53,9 @@ def build_workers(
 
 async def main(settings: Settings | None = None, probe: GpuProbe | None = None) -> None:
     settings = settings or get_settings()
+    setup_logging()
+    setup_tracing("cosmos-worker-gpu")
+    setup_metrics(settings.metrics_port)
     gpus = (probe or NvmlProbe()).gpus()
     for gpu in gpus:
         log.info("%s", gpu.describe())
@@ -59,7 +64,13 @@ async def main(settings: Settings | None = None, probe: GpuProbe | None = None) 
     if not workers:
         raise NoGpu("the GPUs found have neither NVENC nor NVDEC")
     print("polling " + ", ".join(w.task_queue for w in workers), flush=True)
-    await run_until_signal(workers)
+    # Utilisation from NVML, only where NVML found these cards (not for a recorded probe).
+    watcher = asyncio.create_task(watch_gpus([g.index for g in gpus])) if probe is None else None
+    try:
+        await run_until_signal(workers)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
 
 
 def run() -> None:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from pathlib import PurePosixPath
 from typing import Annotated
+from urllib.parse import unquote, urlsplit
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import documented, field_error
+from app.api.security import requester
 from app.ladder import PlanError, resolve_profiles
 from app.models import EncodeJob, EncodeRequest, RetryOptions, SubmitResponse
+from app.object_store import store_for
 from app.queues import WORKFLOW_QUEUE
+from app.search import registered, start_attributes
+from app.settings import Settings
 from app.sources import SourceError, resolve_source
-from app.storage import StorageError, uri_to_path
 from app.webhooks import WebhookRefused, check_webhook
 from app.workflows.encode import EncodeWorkflow
 
@@ -45,6 +50,43 @@ def job_id_for(request: EncodeRequest, source_uri: str, idempotency_key: str | N
     return "enc-" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+def _check_object(uri: str, settings: Settings) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        size = store_for(uri, settings).size(uri)
+    except FileNotFoundError:
+        raise SourceError("source object does not exist") from None
+    except (BotoCoreError, ClientError) as err:
+        raise HTTPException(503, detail=f"object storage unavailable: {err}") from None
+    if size == 0:
+        raise SourceError("source object is empty")
+
+
+def summary(job: EncodeJob) -> str:
+    """One line for the Web UI's workflow list, e.g. ``h264 720p/480p of sample.mp4``."""
+    names = "/".join(p if isinstance(p, str) else p.name for p in job.profiles)
+    name = PurePosixPath(unquote(urlsplit(job.source_uri).path)).name or job.source_uri
+    return f"{job.codec} {names} of {name}"[:400]
+
+
+def details(job: EncodeJob, requested_by: str) -> str:
+    """The Web UI's details pane (Markdown)."""
+    profiles = ", ".join(
+        p if isinstance(p, str) else f"{p.name} ({p.height}p, {p.bitrate_kbps} kb/s)"
+        for p in job.profiles
+    )
+    return "\n".join(
+        [
+            f"**source** `{job.source_uri}`",
+            f"**profiles** {profiles}",
+            f"**codec** {job.codec}, {job.segment_seconds} s segments,"
+            f" accelerator {job.accelerator}",
+            f"**requested by** {requested_by}",
+        ]
+    )
+
+
 @router.post("/encode", status_code=202, response_model=SubmitResponse)
 async def submit(
     body: EncodeRequest,
@@ -55,7 +97,11 @@ async def submit(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> SubmitResponse:
     try:
-        source_uri = resolve_source(body.source, settings.allowed_source_roots)
+        source_uri = resolve_source(
+            body.source, settings.allowed_source_roots, settings.source_bucket_set
+        )
+        if source_uri.startswith("s3://"):
+            await asyncio.to_thread(_check_object, source_uri, settings)
     except SourceError as err:
         raise field_error("source", str(err)) from None
     try:
@@ -67,10 +113,6 @@ async def submit(
             await asyncio.to_thread(check_webhook, str(body.webhook_url), settings.webhook_hosts)
         except WebhookRefused as err:
             raise field_error("webhook_url", str(err)) from None
-    try:
-        uri_to_path(settings.resolved_output_uri)
-    except StorageError as err:  # a deployment error, not the client's
-        raise field_error("source", f"output storage not available: {err}", 503) from None
 
     job_id = job_id_for(body, source_uri, idempotency_key)
     job = EncodeJob(
@@ -87,12 +129,21 @@ async def submit(
         accelerator=body.accelerator,
         gpu_schedule_to_start_s=settings.gpu_schedule_to_start_s,
     )
+    search_attributes = start_attributes(
+        await registered.names(client, settings.namespace),
+        source_uri=source_uri,
+        codec=body.codec,
+        requester=requester(request),
+    )
     try:
         handle = await client.start_workflow(
             EncodeWorkflow.run,
             job,
             id=job_id,
             task_queue=WORKFLOW_QUEUE,
+            search_attributes=search_attributes,
+            static_summary=summary(job),
+            static_details=details(job, requester(request)),
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             # A finished job is found again; a failed or cancelled one may be run anew.
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,

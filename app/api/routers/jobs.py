@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -15,8 +17,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import documented
+from app.api.events import HEADERS, OPENAPI_200, EventStream, job_events
 from app.api.job_view import STATUS, job_view
-from app.models import JobList, JobStatus, JobSummary, JobView
+from app.models import Codec, JobList, JobStatus, JobSummary, JobView, Manifests
+from app.object_store import store_for
+from app.search import CODEC, SOURCE, quoted, registered, source_prefix
+from app.search import STATUS as STATUS_KEY
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=documented(401, 502, 503))
 
@@ -47,9 +53,42 @@ async def _describe(
 
 
 @router.get("/{job_id}", response_model=JobView, name="get_job", responses=documented(404))
-async def get_job(job_id: JobId, client: ClientDep, settings: SettingsDep) -> JobView:
+async def get_job(
+    job_id: JobId,
+    client: ClientDep,
+    settings: SettingsDep,
+    presign: Annotated[bool, Query(description="Manifests as presigned HTTPS URLs (S3).")] = False,
+) -> JobView:
     _, desc = await _describe(client, job_id)
-    return await job_view(client, desc, settings.workflow_ui_link(job_id))
+    view = await job_view(client, desc, settings.workflow_ui_link(job_id))
+    if presign and view.manifests is not None:
+        urls = {
+            name: await asyncio.to_thread(store_for(uri, settings).presign, uri)
+            for name, uri in view.manifests.model_dump().items()
+        }
+        view.manifests = Manifests(**urls)
+    return view
+
+
+@router.get(
+    "/{job_id}/events",
+    # StreamingResponse has no media type of its own, so the errors stay documented as JSON
+    response_class=StreamingResponse,
+    responses={200: OPENAPI_200, **documented(404)},
+)
+async def job_events_stream(
+    job_id: JobId, request: Request, client: ClientDep, settings: SettingsDep
+) -> EventStream:
+    """The job's progress as server-sent events until it ends (``curl -N``, ``EventSource``)."""
+    _, desc = await _describe(client, job_id)  # 404 before the stream starts
+    link = settings.workflow_ui_link(job_id)
+    handle = client.get_workflow_handle(job_id)
+
+    async def read() -> JobView:
+        return await job_view(client, await handle.describe(), link)
+
+    first = await job_view(client, desc, link)
+    return EventStream(job_events(read, first, request.is_disconnected), headers=HEADERS)
 
 
 @router.post("/{job_id}/cancel", status_code=202, responses=documented(404, 409))
@@ -61,22 +100,78 @@ async def cancel_job(job_id: JobId, client: ClientDep) -> dict[str, str]:
     return {"job_id": job_id, "status": "CANCELLING"}
 
 
+def _status_query(status: JobStatus, visible: bool) -> str:
+    """Temporal's ExecutionStatus alone cannot tell PENDING from RUNNING; CosmosStatus can.
+    Jobs started before the attributes existed have none (counted as RUNNING), and a job
+    terminated by an operator keeps its last CosmosStatus, so the execution status still
+    decides which jobs are open or closed."""
+    names = ", ".join(f"'{s}'" for s in VISIBILITY_STATUS[status])
+    fallback = f"ExecutionStatus IN ({names})"
+    if not visible:
+        return fallback
+    mine = f"{STATUS_KEY.name} = {quoted(status.value)}"
+    if status is JobStatus.PENDING:
+        return f"{fallback} AND {mine}"
+    if status is JobStatus.RUNNING:
+        return f"{fallback} AND ({mine} OR {STATUS_KEY.name} IS NULL)"
+    return f"({mine} OR {fallback})"
+
+
+def _unregistered(field: str, name: str) -> HTTPException:
+    return HTTPException(
+        status_code=422,
+        detail=[
+            {
+                "loc": ["query", field],
+                "msg": f"filtering by {field} needs the {name} search attribute registered"
+                " on the Temporal server (README: Job visibility)",
+                "type": "value_error",
+            }
+        ],
+    )
+
+
 @router.get("", response_model=JobList)
 async def list_jobs(
     client: ClientDep,
+    settings: SettingsDep,
     status: JobStatus | None = None,
+    codec: Codec | None = None,
+    source: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=1024,
+            pattern=r"^[^\x00-\x1f\x7f]+$",
+            description="Jobs whose source starts with this path or URI.",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
+    visible = await registered.names(client, settings.namespace)
     query = f'WorkflowType = "{WORKFLOW_TYPE}"'
     if status is not None:
-        names = ", ".join(f"'{s}'" for s in VISIBILITY_STATUS[status])
-        query += f" AND ExecutionStatus IN ({names})"
+        query += " AND " + _status_query(status, STATUS_KEY.name in visible)
+    if codec is not None:
+        if CODEC.name not in visible:
+            raise _unregistered("codec", CODEC.name)
+        query += f" AND {CODEC.name} = {quoted(codec)}"
+    if source is not None:
+        if SOURCE.name not in visible:
+            raise _unregistered("source", SOURCE.name)
+        query += f" AND {SOURCE.name} STARTS_WITH {quoted(source_prefix(source))}"
     jobs: list[JobSummary] = []
     async for wf in client.list_workflows(query, limit=limit):
+        attributes = wf.typed_search_attributes
+        state = STATUS.get(wf.status or WorkflowExecutionStatus.RUNNING, JobStatus.RUNNING)
+        if state is JobStatus.RUNNING and attributes.get(STATUS_KEY) == JobStatus.PENDING:
+            state = JobStatus.PENDING
         jobs.append(
             JobSummary(
                 job_id=wf.id,
-                status=STATUS.get(wf.status or WorkflowExecutionStatus.RUNNING, JobStatus.RUNNING),
+                status=state,
+                codec=attributes.get(CODEC),
+                source=attributes.get(SOURCE),
                 created_at=wf.start_time,
                 closed_at=wf.close_time,
             )

@@ -1,0 +1,175 @@
+"""The same end-to-end job on both storage backends: the local folder and S3 (moto's standalone
+server on loopback, over HTTP, through boto3)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import BIN
+from tests.media_checks import check_package
+from tests.stack import Stack, free_port
+
+pytestmark = pytest.mark.e2e
+BUCKET = "media"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+PROFILES = [{"name": "small", "height": 144, "bitrate_kbps": 200, "preset": "veryfast"}]
+
+
+@dataclass
+class Backend:
+    name: str
+    stack: Stack
+    s3: object | None = None  # a boto3 client when the backend is S3
+
+    def source(self, local: Path) -> str:
+        if self.s3 is None:
+            return str(local)
+        key = f"sources/{local.name}"
+        self.s3.upload_file(str(local), BUCKET, key)  # type: ignore[attr-defined]
+        return f"s3://{BUCKET}/{key}"
+
+    def outputs(self, job_id: str, dest: Path) -> Path:
+        """The job's published folder as local files, to check with ffmpeg."""
+        if self.s3 is None:
+            return self.stack.data_dir / "outputs" / job_id
+        for key in self.keys(f"outputs/{job_id}/"):
+            target = dest / key.rsplit("/", 1)[-1]
+            self.s3.download_file(BUCKET, key, str(target))  # type: ignore[attr-defined]
+        return dest
+
+    def keys(self, prefix: str) -> list[str]:
+        assert self.s3 is not None
+        found = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)  # type: ignore[attr-defined]
+        return [obj["Key"] for obj in found.get("Contents", [])]
+
+    def left(self, area: str, job_id: str) -> list[str]:
+        """What remains of a job under ``outputs`` or ``scratch``."""
+        if self.s3 is None:
+            folder = self.stack.data_dir / area / job_id
+            return [str(p) for p in folder.rglob("*")] if folder.exists() else []
+        return self.keys(f"{area}/{job_id}/")
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(endpoint, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+async def s3_dev_server() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter, dev_server_existing_path=str(BIN / "temporal")
+    )
+    async with env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def s3_stack(
+    s3_dev_server: WorkflowEnvironment,
+    moto_endpoint: str,
+    media_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Stack, object]]:
+    client = boto3.client("s3", endpoint_url=moto_endpoint, **{
+        "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
+        "region_name": "us-east-1"})  # fmt: skip
+    client.create_bucket(Bucket=BUCKET)
+    stack = Stack(
+        data_dir=tmp_path_factory.mktemp("s3-data"),
+        temporal_address=s3_dev_server.client.service_client.config.target_host,
+        source_roots=[media_dir],
+        extra_env={
+            **CREDENTIALS,
+            "COSMOS_S3_ENDPOINT_URL": moto_endpoint,
+            "COSMOS_OUTPUT_URI": f"s3://{BUCKET}/outputs",
+            "COSMOS_SCRATCH_URI": f"s3://{BUCKET}/scratch",
+            "COSMOS_SOURCE_BUCKETS": BUCKET,
+        },
+    )
+    stack.start_worker()
+    stack.start_api()
+    yield stack, client
+    stack.stop_all()
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "local":
+        return Backend("local", request.getfixturevalue("stack"))
+    stack, client = request.getfixturevalue("s3_stack")
+    return Backend("s3", stack, client)
+
+
+def test_job_end_to_end(backend: Backend, media_dir: Path, ffmpeg: str, tmp_path: Path) -> None:
+    source = backend.source(media_dir / "surround.mp4")
+    job_id = backend.stack.submit(source=source, profiles=PROFILES, segment_seconds=1)["job_id"]
+    view = backend.stack.wait(job_id, timeout=120)
+    assert view["status"] == "SUCCEEDED", view
+    scheme = "s3://" if backend.name == "s3" else "file://"
+    assert all(uri.startswith(scheme) for uri in view["manifests"].values())
+    manifest = check_package(backend.outputs(job_id, tmp_path), ffmpeg, 2.0, "30/1")
+    assert manifest["source"]["uri"] == (source if backend.name == "s3" else f"file://{source}")
+    assert backend.left("scratch", job_id) == [], "scratch space is gone"
+    assert any(p.endswith("manifest.json") for p in backend.left("outputs", job_id))
+
+
+def test_failed_job_leaves_nothing(backend: Backend, media_dir: Path) -> None:
+    job_id = backend.stack.submit(source=backend.source(media_dir / "text.mp4"))["job_id"]
+    view = backend.stack.wait(job_id, timeout=60)
+    assert view["status"] == "FAILED" and view["error"]["type"] == "InvalidSource"
+    assert backend.left("outputs", job_id) == []
+    assert backend.left("scratch", job_id) == []
+
+
+def test_presigned_manifests(s3_stack: tuple[Stack, object], media_dir: Path) -> None:
+    stack, _ = s3_stack
+    backend = Backend("s3", stack, s3_stack[1])
+    job_id = stack.submit(source=backend.source(media_dir / "basic.mp4"), profiles=PROFILES)[
+        "job_id"
+    ]
+    assert stack.wait(job_id, timeout=120)["status"] == "SUCCEEDED"
+    with stack.http() as http:
+        view = http.get(f"/v1/jobs/{job_id}", params={"presign": "true"}).json()
+    master = view["manifests"]["hls"]
+    assert master.startswith("http://127.0.0.1:") and "Signature" in master
+    response = httpx.get(master, timeout=10)
+    assert response.status_code == 200 and response.text.startswith("#EXTM3U")
+
+
+def test_s3_sources_are_refused_outside_allowed_buckets(s3_stack: tuple[Stack, object]) -> None:
+    stack, _ = s3_stack
+    with stack.http() as http:
+        other = http.post("/v1/encode", json={"source": "s3://elsewhere/a.mp4"})
+        missing = http.post("/v1/encode", json={"source": f"s3://{BUCKET}/sources/none.mp4"})
+    assert other.status_code == 422 and "not an allowed source" in other.text
+    assert missing.status_code == 422 and "does not exist" in missing.text
