@@ -1,6 +1,7 @@
-"""Where media lives: URIs in payloads, resolved to files only inside activities.
+"""Local files behind ``file://`` URIs: the conversions, and publishing a folder atomically.
 
-Only the local backend exists yet (``file://``); an S3 backend slots in behind the same calls.
+Payloads carry URIs only; activities resolve them to files here or move them through an
+object store (``app/object_store.py``, which also serves ``s3://``).
 """
 
 from __future__ import annotations
@@ -27,14 +28,6 @@ def uri_to_path(uri: str) -> Path:
 
 def path_to_uri(path: Path) -> str:
     return path.absolute().as_uri()
-
-
-def join(uri: str, *parts: str) -> str:
-    return path_to_uri(uri_to_path(uri).joinpath(*parts))
-
-
-def job_dir(root_uri: str, job_id: str) -> Path:
-    return uri_to_path(root_uri) / job_id
 
 
 def remove_tree(path: Path) -> bool:

@@ -29,9 +29,13 @@ from app.models import (
 )
 from app.samples import make_video
 from app.settings import Settings
-from app.storage import job_dir, path_to_uri
+from app.storage import path_to_uri, uri_to_path
 from tests.conftest import MEDIA
 from tests.media_checks import check_package
+
+
+def job_dir(root_uri: str, job_id: str) -> Path:
+    return uri_to_path(root_uri) / job_id
 
 
 @pytest.fixture
