@@ -143,6 +143,7 @@ class Stand:
         @activity.defn(name="encode_audio")
         async def encode_audio(input: EncodeAudioInput) -> EncodedMedia:
             self.audio_inputs.append(input)
+            self.events.append("audio")
             return media("audio")
 
         @activity.defn(name="package")
@@ -217,13 +218,22 @@ async def run_workers(client: Client) -> AsyncIterator[Callable[[Stand], Any]]:
 
 
 async def wait_for_event(stand: Stand, event: str) -> None:
-    """Cancel only once work is running: the Java test server mishandles a cancel that races
-    the completion of a short activity (ACTIVITY_UNKNOWN), which the real server does not."""
     for _ in range(200):
         if event in stand.events:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{event!r} never happened: {stand.events}")
+
+
+async def cancel_when_all_blocked(stand: Stand, handle: Any) -> None:
+    """Cancel only once every rendition is blocked and the short activities have settled: the
+    Java test server mishandles a cancel that races the completion of an activity
+    (ACTIVITY_UNKNOWN, then the workflow hangs), which the real server does not."""
+    for name in sorted(stand.block_video):
+        await wait_for_event(stand, f"blocking {name}")
+    await wait_for_event(stand, "audio")
+    await asyncio.sleep(0.5)
+    await handle.cancel()
 
 
 async def start(client: Client, encode_job: EncodeJob) -> Any:
@@ -339,9 +349,7 @@ async def test_cancellation_reaches_activities_and_compensates(
     stand = Stand(block_video={"1080p", "720p", "480p"})
     await run_workers(stand)
     handle = await start(client, job())
-    for name in ("1080p", "720p", "480p"):
-        await wait_for_event(stand, f"blocking {name}")
-    await handle.cancel()
+    await cancel_when_all_blocked(stand, handle)
     with pytest.raises(WorkflowFailureError) as info:
         await handle.result()
     assert isinstance(info.value.cause, CancelledError)
@@ -353,14 +361,13 @@ async def test_cancellation_reaches_activities_and_compensates(
 
 
 async def test_the_same_job_twice_is_one_workflow(client: Client, run_workers: Any) -> None:
-    stand = Stand(block_video={"1080p"})
+    stand = Stand(block_video={"1080p", "720p", "480p"})
     await run_workers(stand)
     encode_job = job()
     first = await start(client, encode_job)
     second = await start(client, encode_job)
     assert second.result_run_id == first.result_run_id
-    await wait_for_event(stand, "blocking 1080p")
-    await first.cancel()
+    await cancel_when_all_blocked(stand, first)
     with pytest.raises(WorkflowFailureError):
         await first.result()
     assert stand.attempts["probe"] == 1

@@ -1,0 +1,245 @@
+"""End-to-end job time on the embedded stack against the best single ffmpeg command.
+
+Run from the repository root: ``.venv/bin/python bench/run.py [--seconds 20] [--rounds 3]``.
+See bench/README.md for what is measured and the latest figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.activities.encode import AUDIO_BITRATE_KBPS, AUDIO_SAMPLE_RATE
+from app.activities.ffmpeg import ffmpeg_binary
+from app.activities.package import DASH_MANIFEST, HLS_MASTER
+from app.samples import make_video
+from app.storage import uri_to_path
+
+VENV_BIN = Path(sys.executable).parent
+SOURCES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+STAGES = ("probe", "plan", "route", "encode", "package")
+POLL_S = 0.2
+
+
+@dataclass
+class JobRun:
+    seconds: float
+    manifest: dict[str, Any]
+    out_dir: Path
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def start_stack(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``cosmos dev --no-sample`` on spare ports; returns once it prints "serving"."""
+    api, temporal, ui = free_ports(3)
+    log = data_dir / "dev.log"
+    cmd = [str(VENV_BIN / "cosmos"), "dev", "--no-sample", "--data-dir", str(data_dir),
+           "--api-port", str(api), "--temporal-port", str(temporal),
+           "--ui-port", str(ui)]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while "serving" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            sys.exit(f"cosmos dev did not start:\n{log.read_text(errors='replace')}")
+        time.sleep(0.2)
+    return proc, f"http://127.0.0.1:{api}"
+
+
+def stop_stack(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_job(api: str, source: Path, profiles: list[str]) -> JobRun:
+    """HTTP submit → SUCCEEDED (the manifest is published); a fresh job ID every time."""
+    with httpx.Client(base_url=api, timeout=30) as client:
+        started = time.perf_counter()
+        response = client.post(
+            "/v1/encode",
+            json={"source": str(source), "profiles": profiles},
+            headers={"Idempotency-Key": f"bench-{uuid.uuid4()}"},
+        )
+        response.raise_for_status()
+        job_id = response.json()["job_id"]
+        while True:
+            view = client.get(f"/v1/jobs/{job_id}").json()
+            if view["status"] == "SUCCEEDED":
+                break
+            if view["status"] in ("FAILED", "CANCELLED"):
+                sys.exit(f"job {job_id} {view['status']}: {view.get('error')}")
+            time.sleep(POLL_S)
+        seconds = time.perf_counter() - started
+    path = uri_to_path(view["manifests"]["manifest"])
+    return JobRun(seconds, json.loads(path.read_text()), path.parent)
+
+
+def check_same_package(job: JobRun, out_dir: Path) -> None:
+    """Both wrote the same files (segments, init segments, MPD, HLS playlists)."""
+    published = {p.name for p in job.out_dir.iterdir()} - {"manifest.json"}
+    written = {p.name for p in out_dir.iterdir()}
+    if published != written:
+        sys.exit(
+            f"packages differ: job only {published - written}, ffmpeg only {written - published}"
+        )
+
+
+def single_command(source: Path, manifest: dict[str, Any], out_dir: Path) -> list[str]:
+    """Decode once, ``split`` + ``scale`` per rung, the job's encoder settings, AAC once, and
+    the same dash-muxer package (CMAF segments, MPD, HLS playlists) as package.py."""
+    renditions = manifest["renditions"]
+    n = len(renditions)
+    graph = [f"[0:v:0]split={n}" + "".join(f"[s{i}]" for i in range(n))]
+    for i, r in enumerate(renditions):
+        sar = r["sample_aspect_ratio"].replace(":", "/")
+        graph.append(f"[s{i}]scale={r['width']}:{r['height']}:flags=lanczos,"
+                     f"setsar=sar={sar}:max=65535[v{i}]")  # fmt: skip
+    cmd = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+           "-i", str(source), "-filter_complex", ";".join(graph)]  # fmt: skip
+    for i, r in enumerate(renditions):
+        s = r["settings"]
+        assert s["encoder"] == "libx264", "the single command is written for libx264"
+        cmd += ["-map", f"[v{i}]", f"-c:v:{i}", "libx264", f"-preset:v:{i}", s["preset"],
+                f"-profile:v:{i}", "high", f"-b:v:{i}", f"{s['bitrate_kbps']}k",
+                f"-maxrate:v:{i}", f"{s['maxrate_kbps']}k",
+                f"-bufsize:v:{i}", f"{s['bufsize_kbps']}k",
+                f"-g:v:{i}", str(s["gop_frames"]), f"-keyint_min:v:{i}", str(s["gop_frames"]),
+                f"-sc_threshold:v:{i}", "0", f"-x264-params:v:{i}", "open-gop=0",
+                f"-r:v:{i}", s["frame_rate"], f"-pix_fmt:v:{i}", s["pix_fmt"]]  # fmt: skip
+    sets = ["id=0,streams=v"]
+    if manifest["audio"]:
+        cmd += ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{AUDIO_BITRATE_KBPS}k",
+                "-ac", "2", "-ar", str(AUDIO_SAMPLE_RATE)]  # fmt: skip
+        sets.append("id=1,streams=a")
+    cmd += [
+        "-fps_mode", "cfr", "-map_metadata", "-1", "-sn", "-dn", "-f", "dash",
+        "-seg_duration", str(manifest["segment_seconds"]),
+        "-use_template", "1", "-use_timeline", "1",
+        "-hls_playlist", "1", "-hls_master_name", HLS_MASTER,
+        "-adaptation_sets", " ".join(sets),
+        "-init_seg_name", "init-$RepresentationID$.m4s",
+        "-media_seg_name", "chunk-$RepresentationID$-$Number%05d$.m4s",
+        str(out_dir / DASH_MANIFEST),
+    ]  # fmt: skip
+    return cmd
+
+
+def run_ffmpeg(cmd: list[str], out_dir: Path) -> float:
+    out_dir.mkdir(parents=True)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - started
+
+
+def decode_seconds(source: Path) -> float:
+    """One decode pass of the source's video, which the job pays once per rendition."""
+    cmd = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostdin",
+           "-i", str(source), "-an", "-f", "null", "-"]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - started
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20.0, help="source length")
+    parser.add_argument("--rounds", type=int, default=3, help="job/ffmpeg pairs per source")
+    parser.add_argument("--profiles", default="720p,480p,360p")
+    args = parser.parse_args()
+    profiles = args.profiles.split(",")
+    print(f"machine: {os.cpu_count()} cores, {cpu_model()}; sources {args.seconds:g} s; "
+          f"profiles {args.profiles}; {args.rounds} rounds")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="cosmos-bench-") as tmp:
+        data_dir = Path(tmp) / "data"  # sources inside the data dir are allowed sources
+        sources = {
+            name: make_video(data_dir / "sources" / f"{name}.mp4", seconds=args.seconds,
+                             width=w, height=h, rate="30")
+            for name, (w, h) in SOURCES.items()
+        }  # fmt: skip
+        for name, source in sources.items():
+            print(f"{name} source: one decode pass {decode_seconds(source):.2f} s", flush=True)
+        proc, api = start_stack(data_dir)
+        results: dict[str, list[tuple[JobRun, float]]] = {}
+        try:
+            for name, source in sources.items():
+                settings: dict[str, Any] | None = None  # the first job's manifest
+                for rnd in range(args.rounds):
+                    out_dir = Path(tmp) / "ffmpeg" / f"{name}-{rnd}"
+                    job_first = settings is None or rnd % 2 == 0  # alternate who goes first
+                    if job_first:
+                        job = run_job(api, source, profiles)
+                    settings = settings or job.manifest
+                    command = single_command(source, settings, out_dir)
+                    ff = run_ffmpeg(command, out_dir)
+                    if not job_first:
+                        job = run_job(api, source, profiles)
+                    check_same_package(job, out_dir)
+                    results.setdefault(name, []).append((job, ff))
+                    ratio = job.seconds / ff
+                    encode = job.manifest["stage_seconds"]["encode"]
+                    print(f"{name} round {rnd + 1}: job {job.seconds:.2f} s (encode stage "
+                          f"{encode:.2f} s), ffmpeg {ff:.2f} s, ratio {ratio:.2f}",
+                          flush=True)  # fmt: skip
+                print("single command:", subprocess.list2cmdline(command), flush=True)
+        finally:
+            stop_stack(proc)
+    report(results)
+
+
+def report(results: dict[str, list[tuple[JobRun, float]]]) -> None:
+    print("\nsource  job(med) ffmpeg(med) ratio(med)  " + " ".join(f"{s:>7}" for s in STAGES)
+          + "  overhead")  # fmt: skip
+    for name, runs in results.items():
+        ratio = statistics.median(job.seconds / ff for job, ff in runs)
+        job_s = statistics.median(job.seconds for job, _ in runs)
+        ff_s = statistics.median(ff for _, ff in runs)
+        stages = {s: statistics.median(j.manifest["stage_seconds"].get(s, 0.0) for j, _ in runs)
+                  for s in STAGES}  # fmt: skip
+        overhead = statistics.median(
+            j.seconds - sum(j.manifest["stage_seconds"].values()) for j, _ in runs
+        )
+        print(f"{name:<7} {job_s:8.2f} {ff_s:11.2f} {ratio:10.2f}  "
+              + " ".join(f"{stages[s]:7.2f}" for s in STAGES) + f"  {overhead:8.2f}")  # fmt: skip
+    print("(seconds; overhead = end-to-end minus the stages: submit, publish, scheduling, polling)")
+
+
+if __name__ == "__main__":
+    main()
