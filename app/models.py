@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 Codec = Literal["h264", "hevc", "av1"]
 Accelerator = Literal["auto", "cpu", "gpu"]
@@ -35,6 +35,11 @@ class RetryOptions(Strict):
     initial_interval_s: float = Field(1.0, gt=0, le=300)
 
 
+DEFAULT_CHUNK_SECONDS = 6.0
+DEFAULT_MIN_CHUNK_SECONDS = 2.0
+DEFAULT_WINDOW = 256
+
+
 DEFAULT_PROFILES: tuple[ProfileName | CustomProfile, ...] = ("720p", "480p", "360p")
 
 
@@ -51,6 +56,16 @@ class EncodeRequest(Strict):
         "auto", description="auto: GPU encoders when a capable pool polls, else CPU."
     )
     webhook_url: HttpUrl | None = None
+    chunk_seconds: float = Field(
+        DEFAULT_CHUNK_SECONDS,
+        ge=0,
+        le=600,
+        description="Target chunk length for parallel encoding (cut on source keyframes, "
+        "scene cuts preferred); 0 encodes each rendition in one piece.",
+    )
+    min_chunk_seconds: float = Field(
+        DEFAULT_MIN_CHUNK_SECONDS, ge=0.5, le=600, description="No chunk is shorter than this."
+    )
 
     @field_validator("profiles")
     @classmethod
@@ -60,6 +75,12 @@ class EncodeRequest(Strict):
         if dupes:
             raise ValueError(f"duplicate profiles: {', '.join(dupes)}")
         return value
+
+    @model_validator(mode="after")
+    def _chunk_bounds(self) -> EncodeRequest:
+        if self.chunk_seconds and self.min_chunk_seconds > self.chunk_seconds:
+            raise ValueError("min_chunk_seconds must not exceed chunk_seconds")
+        return self
 
 
 class EncodeJob(Strict):
@@ -77,6 +98,9 @@ class EncodeJob(Strict):
     heartbeat_timeout_s: float = Field(30.0, gt=0, le=3600)
     accelerator: Accelerator = "auto"
     gpu_schedule_to_start_s: float = Field(60.0, gt=0, le=3600)
+    chunk_seconds: float = 0.0
+    min_chunk_seconds: float = DEFAULT_MIN_CHUNK_SECONDS
+    window: int = Field(DEFAULT_WINDOW, ge=1, le=1000, description="Chunk tasks in flight.")
 
 
 # ---------------------------------------------------------------- probe and plan
@@ -204,6 +228,110 @@ class Route(Strict):
     reason: str
 
 
+class SplitInput(Strict):
+    job_id: str
+    source_uri: str
+    container: str
+    scratch_uri: str
+    duration_s: float
+    chunk_seconds: float
+    min_chunk_seconds: float
+
+
+class ChunkPlan(Strict):
+    """Where the source was cut. Chunk ``i`` is ``<scratch>/<job>/chunks/<i:05d>.mp4``, from
+    ``starts_s[i]`` to the next start (or ``duration_s``): only numbers travel, never a path list,
+    so the plan of a two-hour title stays a few kilobytes."""
+
+    starts_s: list[float]
+    duration_s: float
+    frames: int = Field(description="Video frames of the source, summed over the chunks.")
+    scene_cuts: int = Field(description="Boundaries that fall on a detected scene cut.")
+
+    @property
+    def count(self) -> int:
+        return len(self.starts_s)
+
+    def chunk(self, index: int) -> Chunk:
+        end = self.starts_s[index + 1] if index + 1 < self.count else self.duration_s
+        start = self.starts_s[index]
+        return Chunk(index=index, start_s=start, duration_s=round(end - start, 6))
+
+
+class Chunk(Strict):
+    index: int
+    start_s: float = Field(description="Where the chunk starts in the source.")
+    duration_s: float
+
+
+class EncodeChunkInput(Strict):
+    """One chunk, decoded once, encoded into every rendition of one codec."""
+
+    job_id: str
+    scratch_uri: str
+    chunk: Chunk
+    renditions: list[Rendition]
+    segment_seconds: int
+    rotation: int = 0
+
+
+class ChunkOutput(Strict):
+    name: str
+    frames: int
+    size_bytes: int
+    checksum: str
+
+
+class ChunkResult(Strict):
+    index: int
+    outputs: list[ChunkOutput]
+    reused: bool = Field(description="Every output was already there, whole: nothing encoded.")
+    encoder: str
+    queue: str
+
+
+class ChunkRangeInput(Strict):
+    """A child workflow's share of the chunks: ``[first, last)`` for the renditions of a codec."""
+
+    job: EncodeJob
+    renditions: list[Rendition]
+    route: Route | None
+    chunks: list[Chunk]
+    segment_seconds: int
+    rotation: int
+    window: int = Field(ge=1)
+
+
+class ChunkRangeResult(Strict):
+    """Totals only: the chunk outputs are found by their keys, not carried in the history."""
+
+    codec: str
+    chunks: int
+    reused: int
+    frames: dict[str, int]
+    size_bytes: dict[str, int]
+    queues: dict[str, int] = Field(description="Chunks encoded per task queue.")
+    encoders: dict[str, str] = Field(description="Encoder per rendition.")
+    peak_in_flight: int
+
+
+class ChunkProgress(Strict):
+    """Signal from a chunk-range child to its parent."""
+
+    child_id: str
+    codec: str
+    done: int
+
+
+class AssembleInput(Strict):
+    job_id: str
+    scratch_uri: str
+    rendition: Rendition
+    chunks: int
+    expected_frames: int
+    expected_duration_s: float
+
+
 class PackageInput(Strict):
     job_id: str
     scratch_uri: str
@@ -282,6 +410,8 @@ class RenditionState(BaseModel):
     size_bytes: int | None = None
     queue: str | None = Field(None, description="The pool it ran on.")
     encoder: str | None = None
+    chunks_done: int | None = Field(None, description="Chunked encodes: chunks finished.")
+    chunks_total: int | None = None
 
 
 class WorkflowState(BaseModel):

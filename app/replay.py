@@ -28,6 +28,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
+from app.workflows.chunks import ChunkRangeWorkflow
 from app.workflows.encode import EncodeWorkflow
 
 
@@ -94,7 +95,7 @@ async def fetch_history(workflow_id: str) -> tuple[WorkflowHistory, DataConverte
 async def replay_history(
     history: WorkflowHistory,
     *,
-    workflows: Sequence[type] = (EncodeWorkflow,),
+    workflows: Sequence[type] = (EncodeWorkflow, ChunkRangeWorkflow),
     data_converter: DataConverter = pydantic_data_converter,
     debug: bool = False,
 ) -> ReplayReport:

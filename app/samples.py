@@ -20,9 +20,12 @@ def make_video(
     audio_channels: int | None = 2,
     sar: str | None = None,
     rotation: int | None = None,
+    gop: int | None = None,
     ffmpeg: str | None = None,
 ) -> Path:
-    """A test pattern with a tone: lavfi ``testsrc2`` + ``sine``, H.264/AAC in MP4."""
+    """A test pattern with a tone: lavfi ``testsrc2`` + ``sine``, H.264/AAC in MP4.
+
+    ``gop`` fixes the keyframe interval in frames (mezzanine-like; chunks cut on keyframes)."""
     binary = ffmpeg or ffmpeg_binary()
     path.parent.mkdir(parents=True, exist_ok=True)
     odd = width % 2 or height % 2  # testsrc2 and 4:2:0 both need even sizes
@@ -39,6 +42,8 @@ def make_video(
         cmd += ["-map", "0:v", "-map", "[a]", "-c:a", "aac", "-b:a", "96k"]
     pix_fmt = "yuv444p" if odd else "yuv420p"
     cmd += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", pix_fmt]
+    if gop:
+        cmd += ["-g", str(gop)]
     tmp = path.with_name(path.name + ".tmp.mp4")
     cmd += ["-f", "mp4", str(tmp)]
     subprocess.run(cmd, check=True)

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.models import DEFAULT_WINDOW
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COSMOS_", extra="ignore")
@@ -42,6 +44,9 @@ class Settings(BaseSettings):
     )
     gpu_schedule_to_start_s: float = Field(
         60.0, gt=0, description="GPU work waiting longer than this for a worker goes to CPU."
+    )
+    chunk_window: int = Field(
+        DEFAULT_WINDOW, ge=1, le=1000, description="Chunk tasks one job keeps in flight, at most."
     )
     nvenc_sessions_per_gpu: int = Field(
         3, ge=1, le=64, description="Concurrent hardware encodes per GPU."

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ffmpeg as ffmpeg_lib
 from temporalio import activity
@@ -40,31 +41,21 @@ def hwaccel_args(mode: EncodeMode, rotation: int) -> list[str]:
     return args
 
 
-def video_output_args(
-    rendition: Rendition,
-    out: Path,
-    *,
-    mode: EncodeMode = "cpu",
-    rotation: int = 0,
-    threads: int = 0,
-) -> list[str]:
-    """Encoder arguments with a fixed, closed GOP: every rendition has keyframes at the same
-    instants (one per segment), so the packaged streams switch cleanly.
-
-    The bitrate, VBV and GOP come from the plan whatever the mode, so a rendition is the same
-    stream whether it ran on a CPU, an NVENC or a CUDA worker; only the encoder differs.
-    """
-    s = rendition.settings
-    sar = rendition.sample_aspect_ratio.replace(":", "/")
-    on_gpu = mode != "cpu" and rotation == 0
-    video = ffmpeg_lib.input("-").video
+def _scaled(video: Any, rendition: Rendition, on_gpu: bool, mode: EncodeMode) -> Any:
     if on_gpu:
         video = video.filter("scale_cuda", rendition.width, rendition.height, format="nv12")
         if mode == "cuda":  # software encoder: bring the scaled frames back to system memory
             video = video.filter("hwdownload").filter("format", "nv12")
     else:
         video = video.filter("scale", rendition.width, rendition.height, flags="lanczos")
-    video = video.filter("setsar", sar=sar, max=65535)
+    sar = rendition.sample_aspect_ratio.replace(":", "/")
+    return video.filter("setsar", sar=sar, max=65535)
+
+
+def _encoder_options(
+    rendition: Rendition, mode: EncodeMode, on_gpu: bool, threads: int
+) -> dict[str, object]:
+    s = rendition.settings
     encoder = encoder_name(rendition, mode)
     opts: dict[str, object] = {
         "c:v": encoder,
@@ -104,7 +95,38 @@ def video_output_args(
         opts |= {"preset": s.preset, "svtav1-params": "scd=0:enable-overlays=0"}
     if mode == "nvenc" and rendition.codec == "hevc":
         opts["tag:v"] = "hvc1"
-    args: list[str] = ffmpeg_lib.output(video, str(out), **opts).get_args()
+    return opts
+
+
+def video_output_args(
+    renditions: list[tuple[Rendition, Path]],
+    *,
+    mode: EncodeMode = "cpu",
+    rotation: int = 0,
+    threads: int = 0,
+    keyframes_s: list[float] | None = None,
+) -> list[str]:
+    """Encoder arguments with a fixed, closed GOP: every rendition has keyframes at the same
+    instants (one per segment), so the packaged streams switch cleanly.
+
+    Several renditions share one decode (``split``, then a scale per rung). The bitrate, VBV
+    and GOP come from the plan whatever the mode, so a rendition is the same stream whether
+    it ran on a CPU, an NVENC or a CUDA worker; only the encoder differs. ``keyframes_s``
+    forces keyframes at those instants too (a chunk's start and the title's segment grid).
+    """
+    on_gpu = mode != "cpu" and rotation == 0
+    video = ffmpeg_lib.input("-").video
+    branches = video.filter_multi_output("split", len(renditions)) if len(renditions) > 1 else None
+    outputs = []
+    for i, (rendition, out) in enumerate(renditions):
+        opts = _encoder_options(rendition, mode, on_gpu, threads)
+        if keyframes_s:
+            opts["force_key_frames"] = ",".join(f"{t:g}" for t in keyframes_s)
+        source = branches[i] if branches is not None else video
+        outputs.append(
+            ffmpeg_lib.output(_scaled(source, rendition, on_gpu, mode), str(out), **opts)
+        )
+    args: list[str] = ffmpeg_lib.merge_outputs(*outputs).get_args()
     # ffmpeg-python names the input "-"; the caller supplies the real, locked-down input.
     i = args.index("-i")
     return args[i + 2 :]
@@ -134,7 +156,7 @@ class EncodeActivities(ActivityBase):
 
         def out_args(part: Path) -> list[str]:
             return video_output_args(
-                input.rendition, part, mode=self.mode, rotation=input.rotation,
+                [(input.rendition, part)], mode=self.mode, rotation=input.rotation,
                 threads=self.threads,
             )  # fmt: skip
 

@@ -8,6 +8,7 @@ from typing import Any
 from temporalio.client import Client
 
 from app.activities.analyze import AnalyzeActivities
+from app.activities.chunks import ChunkActivities
 from app.activities.encode import EncodeActivities
 from app.activities.lifecycle import LifecycleActivities
 from app.activities.package import PackageActivities
@@ -19,7 +20,9 @@ from app.settings import Settings
 
 def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any]]:
     analyze = AnalyzeActivities(settings)
-    encode = EncodeActivities(settings, "cpu", threads_per_job(settings.worker_concurrency()))
+    threads = threads_per_job(settings.worker_concurrency())
+    encode = EncodeActivities(settings, "cpu", threads)
+    chunks = ChunkActivities(settings, "cpu", threads)
     package = PackageActivities(settings)
     lifecycle = LifecycleActivities(settings)
     routing = RoutingActivities(settings, client)
@@ -29,6 +32,9 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         routing.route,
         encode.encode_video,
         encode.encode_audio,
+        chunks.split,
+        chunks.encode_chunk,
+        chunks.assemble,
         package.package,
         package.publish_manifest,
         lifecycle.cleanup,
@@ -38,4 +44,8 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
 
 def gpu_activities(settings: Settings, queue: str) -> list[Callable[..., Any]]:
     """The encoder that the queue promises: NVENC, or NVDEC + scale_cuda + software."""
-    return [EncodeActivities(settings, mode_of(queue)).encode_video]
+    mode = mode_of(queue)
+    return [
+        EncodeActivities(settings, mode).encode_video,
+        ChunkActivities(settings, mode).encode_chunk,
+    ]

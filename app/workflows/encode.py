@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from datetime import timedelta
+from collections.abc import Awaitable, Coroutine
+from fractions import Fraction
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
-    TimeoutError,
-    TimeoutType,
+    ChildWorkflowError,
 )
 
 with workflow.unsafe.imports_passed_through():
     from app.activities.analyze import AnalyzeActivities
+    from app.activities.chunks import ChunkActivities
     from app.activities.encode import EncodeActivities
     from app.activities.lifecycle import LifecycleActivities
     from app.activities.package import PackageActivities
     from app.activities.routing import RoutingActivities
+    from app.chunking import ranges, window_share
     from app.models import (
+        AssembleInput,
+        ChunkPlan,
+        ChunkProgress,
+        ChunkRangeInput,
+        ChunkRangeResult,
         CleanupInput,
         EncodeAudioInput,
         EncodedMedia,
@@ -44,20 +49,22 @@ with workflow.unsafe.imports_passed_through():
         RenditionState,
         Route,
         RouteInput,
+        SplitInput,
         WorkflowState,
     )
-    from app.queues import CPU_QUEUE
+    from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
     from app.search import STATUS as STATUS_KEY
+    from app.workflows.calls import LONG, call, call_routed, error_info
+    from app.workflows.chunks import PROGRESS_SIGNAL, ChunkRangeWorkflow
 
 T = TypeVar("T")
 
-NON_RETRYABLE = ["InvalidSource", "PlanError", "NoCapablePool"]
 ROUTING_PATCH = "stratum-routing"
 """Histories recorded before routing existed replay without the route step."""
 VISIBILITY_PATCH = "visibility"
 """Histories recorded before the CosmosStatus search attribute replay without its upserts."""
-SHORT = timedelta(minutes=2)
-LONG = timedelta(hours=6)
+CHUNK_PATCH = "chunked"
+"""Histories recorded before chunked encoding replay with one activity per rendition."""
 
 
 @workflow.defn
@@ -66,10 +73,20 @@ class EncodeWorkflow:
         self._state = WorkflowState()
         self._job: EncodeJob | None = None
         self._visible = False
+        self._chunks_done: dict[str, int] = {}
+        self._chunk_children: dict[str, str] = {}
+        """child workflow ID -> codec"""
+        self._chunks_total = 0
 
     @workflow.query
     def state(self) -> WorkflowState:
         return self._state
+
+    @workflow.signal(name=PROGRESS_SIGNAL)
+    def chunk_progress(self, progress: ChunkProgress) -> None:
+        """Chunk-range children report chunks finished; renditions of that codec advance."""
+        self._chunks_done[progress.child_id] = progress.done
+        self._update_chunk_progress(progress.codec)
 
     @workflow.run
     async def run(self, job: EncodeJob) -> EncodeResult:
@@ -110,7 +127,22 @@ class EncodeWorkflow:
                     ),
                 )
                 routes = {route.codec: route for route in decided}
-            videos, audio = await self._stage("encode", self._encode_all(job, probe, plan, routes))
+            chunks = None
+            if (
+                job.chunk_seconds > 0
+                and probe.duration_s >= job.chunk_seconds + job.min_chunk_seconds
+                and workflow.patched(CHUNK_PATCH)
+            ):
+                chunks = await self._stage("split", self._split(job, probe))
+            if chunks is not None and chunks.count > 1:
+                audio = await self._stage(
+                    "encode", self._encode_chunked(job, probe, plan, routes, chunks)
+                )
+                videos = await self._stage("assemble", self._assemble(job, probe, plan, chunks))
+            else:
+                videos, audio = await self._stage(
+                    "encode", self._encode_all(job, probe, plan, routes)
+                )
             package = await self._stage(
                 "package",
                 self._call(
@@ -145,8 +177,8 @@ class EncodeWorkflow:
             await self._finish(JobStatus.CANCELLED)
             self._set_status(JobStatus.CANCELLED)
             raise
-        except (ActivityError, ApplicationError) as err:
-            error = _error_info(err)
+        except (ActivityError, ApplicationError, ChildWorkflowError) as err:
+            error = error_info(err)
             await self._finish(JobStatus.FAILED, error=error)
             self._set_status(JobStatus.FAILED)
             raise ApplicationError(error.message, type=error.type, non_retryable=True) from err
@@ -167,52 +199,165 @@ class EncodeWorkflow:
     async def _encode_all(
         self, job: EncodeJob, probe: ProbeResult, plan: Plan, routes: dict[str, Route]
     ) -> tuple[list[EncodedMedia], EncodedMedia | None]:
-        """Every rendition (and the audio, once) in parallel; on the first failure or a
-        cancellation the others are cancelled and awaited, so their ffmpeg processes are dead
-        before compensation removes their files."""
-        videos = [
-            asyncio.create_task(
-                self._encode_rendition(job, probe, rendition, routes.get(rendition.codec))
-            )
+        """Every rendition (and the audio, once) in parallel, one activity each."""
+        work: list[Coroutine[Any, Any, EncodedMedia | None]] = [
+            self._encode_rendition(job, probe, rendition, routes.get(rendition.codec))
             for rendition in plan.renditions
         ]
-        tasks: list[asyncio.Task[EncodedMedia]] = list(videos)
-        audio = None
-        if probe.audio is not None:
-            audio = asyncio.create_task(
-                self._call(
-                    EncodeActivities.encode_audio,
-                    EncodeAudioInput(
-                        job_id=job.job_id,
-                        source_uri=job.source_uri,
-                        container=probe.container,
-                        scratch_uri=job.scratch_uri,
-                        duration_s=probe.duration_s,
-                    ),
-                    timeout=LONG,
-                    heartbeat=True,
+        results = await _all_or_none([*work, self._encode_audio(job, probe)])
+        videos = [r for r in results[:-1] if r is not None]
+        return videos, results[-1]
+
+    async def _encode_audio(self, job: EncodeJob, probe: ProbeResult) -> EncodedMedia | None:
+        """Once per job, from the whole source; a source without audio gives none."""
+        if probe.audio is None:
+            return None
+        media: EncodedMedia = await self._call(
+            EncodeActivities.encode_audio,
+            EncodeAudioInput(
+                job_id=job.job_id,
+                source_uri=job.source_uri,
+                container=probe.container,
+                scratch_uri=job.scratch_uri,
+                duration_s=probe.duration_s,
+            ),
+            timeout=LONG,
+            heartbeat=True,
+        )
+        return media
+
+    # ------------------------------------------------------------------ chunked encoding
+
+    async def _split(self, job: EncodeJob, probe: ProbeResult) -> ChunkPlan:
+        plan: ChunkPlan = await self._call(
+            ChunkActivities.split,
+            SplitInput(
+                job_id=job.job_id,
+                source_uri=job.source_uri,
+                container=probe.container,
+                scratch_uri=job.scratch_uri,
+                duration_s=probe.duration_s,
+                chunk_seconds=job.chunk_seconds,
+                min_chunk_seconds=job.min_chunk_seconds,
+            ),
+            timeout=LONG,
+            heartbeat=True,
+        )
+        return plan
+
+    async def _encode_chunked(
+        self,
+        job: EncodeJob,
+        probe: ProbeResult,
+        plan: Plan,
+        routes: dict[str, Route],
+        chunks: ChunkPlan,
+    ) -> EncodedMedia | None:
+        """Per codec, child workflows over ranges of chunks (each chunk decoded once for all
+        renditions of the codec), sharing the job's window; the audio alongside, once."""
+        codecs = sorted({r.codec for r in plan.renditions})
+        spans = ranges(chunks.count)
+        window = window_share(job.window, len(codecs) * len(spans))
+        self._chunks_total = chunks.count
+        children = []
+        for codec in codecs:
+            renditions = [r for r in plan.renditions if r.codec == codec]
+            route = routes.get(codec)
+            for state in self._state.renditions:
+                if state.codec == codec:
+                    state.status, state.queue = "encoding", route.queue if route else CPU_QUEUE
+                    state.chunks_done, state.chunks_total = 0, chunks.count
+            for first, last in spans:
+                child_id = f"{job.job_id}-chunks-{codec}-{first:05d}"
+                self._chunk_children[child_id] = codec
+                request = ChunkRangeInput(
+                    job=job,
+                    renditions=renditions,
+                    route=route,
+                    chunks=[chunks.chunk(i) for i in range(first, last)],
+                    segment_seconds=plan.segment_seconds,
+                    rotation=probe.video.rotation,
+                    window=window,
                 )
-            )
-            tasks.append(audio)
+                children.append(self._chunk_range(child_id, request))
+        results = await _all_or_none([*children, self._encode_audio(job, probe)])
+        self._record_ranges([r for r in results[:-1] if isinstance(r, ChunkRangeResult)])
+        audio = results[-1]
+        assert audio is None or isinstance(audio, EncodedMedia)
+        return audio
+
+    async def _chunk_range(self, child_id: str, request: ChunkRangeInput) -> ChunkRangeResult:
         try:
-            await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            result: ChunkRangeResult = await workflow.execute_child_workflow(
+                ChunkRangeWorkflow.run, request, id=child_id, task_queue=WORKFLOW_QUEUE
+            )
         except asyncio.CancelledError:
-            await _cancel_and_wait(tasks)
+            self._mark(request, "cancelled")
             raise
-        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
-        if failed:
-            await _cancel_and_wait(tasks)
-            raise failed[0].exception()  # type: ignore[misc]
-        return [t.result() for t in videos], audio.result() if audio else None
+        except ChildWorkflowError as err:
+            cause = err.cause.cause if isinstance(err.cause, ActivityError) else err.cause
+            self._mark(request, "cancelled" if isinstance(cause, CancelledError) else "failed")
+            raise
+        self._chunks_done[child_id] = result.chunks
+        self._update_chunk_progress(result.codec)
+        return result
+
+    def _mark(self, request: ChunkRangeInput, status: Any) -> None:
+        names = {r.name for r in request.renditions}
+        for state in self._state.renditions:
+            if state.name in names and state.status == "encoding":
+                state.status = status
+
+    def _record_ranges(self, results: list[ChunkRangeResult]) -> None:
+        """Totals over the children; ``queue`` names every pool that encoded chunks."""
+        for state in self._state.renditions:
+            mine = [r for r in results if state.name in r.frames]
+            state.frames = sum(r.frames[state.name] for r in mine)
+            state.size_bytes = sum(r.size_bytes[state.name] for r in mine)
+            state.encoder = next((r.encoders[state.name] for r in mine if r.encoders), None)
+            queues = sorted({q for r in mine for q in r.queues})
+            state.queue = ",".join(queues) or state.queue
+
+    def _update_chunk_progress(self, codec: str) -> None:
+        done = sum(n for child, n in self._chunks_done.items()
+                   if self._chunk_children.get(child) == codec)  # fmt: skip
+        for state in self._state.renditions:
+            if state.codec == codec and self._chunks_total:
+                state.chunks_done = done
+                state.progress = round(min(done / self._chunks_total, 1.0) * 0.95, 4)
+
+    async def _assemble(
+        self, job: EncodeJob, probe: ProbeResult, plan: Plan, chunks: ChunkPlan
+    ) -> list[EncodedMedia]:
+        """Per rendition, join the chunks and check the result is the whole title."""
+        duration = float(chunks.frames / Fraction(probe.video.frame_rate))
+
+        async def one(rendition: Rendition) -> EncodedMedia:
+            state = next(r for r in self._state.renditions if r.name == rendition.name)
+            media: EncodedMedia = await self._call(
+                ChunkActivities.assemble,
+                AssembleInput(
+                    job_id=job.job_id,
+                    scratch_uri=job.scratch_uri,
+                    rendition=rendition,
+                    chunks=chunks.count,
+                    expected_frames=chunks.frames,
+                    expected_duration_s=duration,
+                ),
+                timeout=LONG,
+                heartbeat=True,
+            )
+            state.status, state.progress = "done", 1.0
+            state.frames, state.size_bytes = media.frames, media.size_bytes
+            return media.model_copy(update={"encoder": state.encoder, "queue": state.queue})
+
+        results = await _all_or_none([one(r) for r in plan.renditions])
+        return [r for r in results if r is not None]
 
     async def _encode_rendition(
         self, job: EncodeJob, probe: ProbeResult, rendition: Rendition, route: Route | None
     ) -> EncodedMedia:
-        """One activity per rendition today; the seam where chunked encoding will plug in.
-
-        GPU work that no GPU worker starts within ``gpu_schedule_to_start_s`` goes to the CPU
-        pool when the job said ``auto``; with ``gpu`` it fails with the reason.
-        """
+        """One activity for the whole rendition: short titles, and chunking turned off."""
         state = next(r for r in self._state.renditions if r.name == rendition.name)
         request = EncodeVideoInput(
             job_id=job.job_id,
@@ -223,43 +368,12 @@ class EncodeWorkflow:
             duration_s=probe.duration_s,
             rotation=probe.video.rotation,
         )
-        queue = route.queue if route else CPU_QUEUE
-        state.status, state.queue = "encoding", queue
+        state.status, state.queue = "encoding", route.queue if route else CPU_QUEUE
         try:
-            try:
-                media: EncodedMedia = await self._call(
-                    EncodeActivities.encode_video,
-                    request,
-                    timeout=LONG,
-                    heartbeat=True,
-                    task_queue=queue,
-                    schedule_to_start=(
-                        timedelta(seconds=job.gpu_schedule_to_start_s)
-                        if queue != CPU_QUEUE
-                        else None
-                    ),
-                )
-            except ActivityError as err:
-                if queue == CPU_QUEUE or not _not_picked_up(err):
-                    raise
-                waited = f"{job.gpu_schedule_to_start_s:g}s"
-                if job.accelerator == "gpu":
-                    raise ApplicationError(
-                        f"no GPU worker on {queue} took {rendition.name} within {waited}",
-                        type="NoCapablePool",
-                        non_retryable=True,
-                    ) from err
-                workflow.logger.warning(
-                    "%s waited %s on %s; falling back to %s",
-                    rendition.name,
-                    waited,
-                    queue,
-                    CPU_QUEUE,
-                )
-                state.queue = CPU_QUEUE
-                media = await self._call(
-                    EncodeActivities.encode_video, request, timeout=LONG, heartbeat=True
-                )
+            media: EncodedMedia
+            media, state.queue = await call_routed(
+                job, EncodeActivities.encode_video, request, route, rendition.name
+            )
         except asyncio.CancelledError:
             state.status = "cancelled"
             raise
@@ -291,37 +405,9 @@ class EncodeWorkflow:
             raise asyncio.CancelledError(f"cancelled during {name}")
         return result
 
-    def _call(
-        self,
-        fn: Any,
-        arg: Any,
-        *,
-        timeout: timedelta = SHORT,
-        heartbeat: bool = False,
-        attempts: int | None = None,
-        task_queue: str = CPU_QUEUE,
-        schedule_to_start: timedelta | None = None,
-    ) -> Any:
+    def _call(self, fn: Any, arg: Any, **options: Any) -> Any:
         assert self._job is not None
-        retry = self._job.retry
-        return workflow.execute_activity_method(
-            fn,
-            arg,
-            task_queue=task_queue,
-            start_to_close_timeout=timeout,
-            schedule_to_start_timeout=schedule_to_start,
-            heartbeat_timeout=(
-                timedelta(seconds=self._job.heartbeat_timeout_s) if heartbeat else None
-            ),
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=retry.initial_interval_s),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=retry.initial_interval_s * 60),
-                maximum_attempts=attempts or retry.max_attempts,
-                non_retryable_error_types=NON_RETRYABLE,
-            ),
-        )
+        return call(self._job, fn, arg, **options)
 
     async def _finish(
         self,
@@ -379,24 +465,23 @@ def _cancel_requested() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-async def _cancel_and_wait(tasks: list[asyncio.Task[EncodedMedia]]) -> None:
+async def _all_or_none(work: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run all in parallel; on the first failure or a cancellation the others are cancelled
+    and awaited, so their ffmpeg processes are dead before compensation removes their files."""
+    tasks = [asyncio.create_task(w) for w in work]
+    try:
+        await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        await _cancel_and_wait(tasks)
+        raise
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+    if failed:
+        await _cancel_and_wait(tasks)
+        raise failed[0].exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         task.cancel()
     await workflow.wait(tasks)
-
-
-def _not_picked_up(err: ActivityError) -> bool:
-    cause = err.cause
-    return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
-
-
-def _error_info(err: ActivityError | ApplicationError) -> ErrorInfo:
-    """The innermost reason, in words a person can act on."""
-    if isinstance(err, ApplicationError):
-        return ErrorInfo(type=err.type or "ApplicationError", message=err.message)
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return ErrorInfo(type=cause.type or "ApplicationError", message=cause.message)
-    if isinstance(cause, TimeoutError):
-        return ErrorInfo(type="Timeout", message=f"{err.activity_type} timed out ({cause.type})")
-    return ErrorInfo(type=type(cause or err).__name__, message=str(cause or err))

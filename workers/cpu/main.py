@@ -15,6 +15,7 @@ from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
 from app.settings import Settings, get_settings
 from app.telemetry import setup_logging, setup_tracing
 from app.temporal import connect
+from app.workflows.chunks import ChunkRangeWorkflow
 from app.workflows.encode import EncodeWorkflow
 from workers.runner import run_until_signal
 
@@ -23,7 +24,7 @@ HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 def build_workers(client: Client, settings: Settings) -> list[Worker]:
     return [
-        Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow]),
+        Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow, ChunkRangeWorkflow]),
         Worker(
             client,
             task_queue=CPU_QUEUE,

@@ -36,6 +36,14 @@ def job_id_for(request: EncodeRequest, source_uri: str, idempotency_key: str | N
     """
     if idempotency_key is not None:
         return "enc-k-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    # Chunking places keyframes at chunk starts; the defaults are left out so that IDs of
+    # requests that do not mention it stay what they were before chunking existed.
+    defaults = EncodeRequest.model_fields
+    chunking = {
+        name: getattr(request, name)
+        for name in ("chunk_seconds", "min_chunk_seconds")
+        if getattr(request, name) != defaults[name].default
+    }
     canonical = json.dumps(
         {
             "source": source_uri,
@@ -43,7 +51,8 @@ def job_id_for(request: EncodeRequest, source_uri: str, idempotency_key: str | N
             "codec": request.codec,
             "segment_seconds": request.segment_seconds,
             "accelerator": request.accelerator,
-        },
+        }
+        | chunking,
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -128,6 +137,9 @@ async def submit(
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
         accelerator=body.accelerator,
         gpu_schedule_to_start_s=settings.gpu_schedule_to_start_s,
+        chunk_seconds=body.chunk_seconds,
+        min_chunk_seconds=body.min_chunk_seconds,
+        window=settings.chunk_window,
     )
     search_attributes = start_attributes(
         await registered.names(client, settings.namespace),

@@ -1,0 +1,354 @@
+"""split, encode-chunk and assemble: a title cut on keyframes, encoded in parallel, joined again.
+
+Every file a step writes is committed the same way: written under a temporary name, renamed,
+and (for S3 scratch) uploaded, and only then is its record (``.json`` with size, frames and
+SHA-256) written next to it. A record whose file has that size and checksum proves the work is
+done, so a retry, a crashed worker or a resubmitted job never encodes a finished chunk again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from app.activities.common import ActivityBase, input_args, sha256_files
+from app.activities.encode import encoder_name, hwaccel_args, video_output_args
+from app.activities.probe import count_frames
+from app.chunking import Keyframe, choose_boundaries, forced_keyframes
+from app.models import (
+    AssembleInput,
+    ChunkOutput,
+    ChunkPlan,
+    ChunkResult,
+    EncodeChunkInput,
+    EncodedMedia,
+    Rendition,
+    SplitInput,
+)
+from app.object_store import LocalStore, join, store_for
+from app.queues import EncodeMode
+from app.settings import Settings
+from app.storage import remove_tree, uri_to_path
+
+ASSEMBLY_ERROR = "AssemblyError"
+SPLIT_EPSILON_S = 0.0005
+"""The segment muxer cuts at the first keyframe at or after a time: aim just before it."""
+
+
+def chunk_uri(scratch_uri: str, job_id: str, index: int) -> str:
+    return join(scratch_uri, job_id, "chunks", f"{index:05d}.mp4")
+
+
+def chunk_output_uri(scratch_uri: str, job_id: str, rendition: Rendition, index: int) -> str:
+    """Keyed by the rendition's exact settings: a chunk encoded otherwise is not reused."""
+    key = hashlib.sha256(rendition.model_dump_json().encode()).hexdigest()[:10]
+    return join(scratch_uri, job_id, "video", rendition.name, f"{index:05d}-{key}.mp4")
+
+
+def record_uri(uri: str) -> str:
+    return uri + ".json"
+
+
+def parse_keyframes(metadata: str) -> list[Keyframe]:
+    """The ``metadata`` filter's print-out: ``frame:N pts:P pts_time:T`` then the score."""
+    keyframes: list[Keyframe] = []
+    time_s: float | None = None
+    for line in metadata.splitlines():
+        if line.startswith("frame:"):
+            fields = dict(part.split(":", 1) for part in line.split())
+            time_s = float(fields["pts_time"])
+        elif line.startswith("lavfi.scene_score=") and time_s is not None:
+            keyframes.append(Keyframe(time_s, float(line.split("=", 1)[1])))
+            time_s = None
+    return keyframes
+
+
+def check_frames(framecrc: str, expected_frames: int, expected_s: float) -> str | None:
+    """Why a decoded stream (``-f framecrc``) is not the whole title, or None if it is:
+    every frame decoded, timestamps strictly increasing, duration within one frame."""
+    timebase = Fraction(1)
+    pts: list[int] = []
+    last_duration = 0
+    for line in framecrc.splitlines():
+        if line.startswith("#tb 0:"):
+            timebase = Fraction(line.split(":", 1)[1].strip())
+        elif line and not line.startswith("#"):
+            fields = [f.strip() for f in line.split(",")]
+            if fields[0] == "0":
+                pts.append(int(fields[2]))
+                last_duration = int(fields[3])
+    if abs(len(pts) - expected_frames) > 1:
+        return f"{len(pts)} frames decoded, the source has {expected_frames}"
+    jumps = [i for i in range(1, len(pts)) if pts[i] <= pts[i - 1]]
+    if jumps:
+        return f"timestamps go backwards at frame {jumps[0]}"
+    duration = float((pts[-1] - pts[0] + last_duration) * timebase) if pts else 0.0
+    frame_s = expected_s / expected_frames if expected_frames else 0.0
+    if abs(duration - expected_s) > frame_s * 1.5:
+        return f"lasts {duration:.3f}s, the source {expected_s:.3f}s"
+    return None
+
+
+class ChunkActivities(ActivityBase):
+    """``mode`` is what the queue this worker serves promises (see EncodeActivities)."""
+
+    def __init__(self, settings: Settings, mode: EncodeMode = "cpu", threads: int = 0) -> None:
+        super().__init__(settings)
+        self.mode = mode
+        self.threads = threads
+
+    # ------------------------------------------------------------------ split
+
+    @activity.defn(name="split_source")
+    async def split(self, input: SplitInput) -> ChunkPlan:
+        """Find the keyframes (decoding only those, for their scene scores), choose the cuts,
+        and copy the video into chunk files: never a re-encode. A title that does not cut in
+        two comes back as one chunk, and is not copied."""
+        plan_uri = join(input.scratch_uri, input.job_id, "chunks", "plan.json")
+        store = store_for(plan_uri, self.settings)
+        if await asyncio.to_thread(store.exists, plan_uri):
+            return ChunkPlan.model_validate_json(await self._read_text(plan_uri, input.job_id))
+        src = await self.local_source(input.source_uri, input.job_id)
+        keyframes = await self._keyframes(src, input)
+        starts, scene_cuts = choose_boundaries(
+            keyframes, input.duration_s, input.chunk_seconds, input.min_chunk_seconds
+        )
+        if len(starts) < 2:
+            return ChunkPlan(starts_s=[0.0], duration_s=input.duration_s, frames=0, scene_cuts=0)
+
+        local_dir = self._local(join(input.scratch_uri, input.job_id, "chunks"), input.job_id)
+        part = local_dir.with_name("chunks.part")
+        await asyncio.to_thread(remove_tree, part)
+        part.mkdir(parents=True)
+        times = ",".join(f"{t - SPLIT_EPSILON_S:.6f}" for t in starts[1:])
+        await self.ffmpeg(
+            ["-y", *input_args(src, input.container), "-map", "0:v:0", "-c", "copy",
+             "-map_metadata", "-1", "-f", "segment", "-segment_times", times,
+             "-reset_timestamps", "1", "-segment_format", "mp4", str(part / "%05d.mp4")],
+            total_s=input.duration_s, label="split",
+        )  # fmt: skip
+        files = sorted(part.glob("*.mp4"))
+        if len(files) != len(starts):  # a cut missed its keyframe: encode the title whole
+            activity.logger.warning("split made %d chunks, not %d", len(files), len(starts))
+            await asyncio.to_thread(remove_tree, part)
+            return ChunkPlan(starts_s=[0.0], duration_s=input.duration_s, frames=0, scene_cuts=0)
+        counts = await asyncio.gather(*(asyncio.to_thread(count_frames, f) for f in files))
+        plan = ChunkPlan(
+            starts_s=starts,
+            duration_s=input.duration_s,
+            frames=sum(frames for frames, _ in counts),
+            scene_cuts=scene_cuts,
+        )
+        for i, path in enumerate(files):
+            uri = chunk_uri(input.scratch_uri, input.job_id, i)
+            await self._commit(path, uri, input.job_id, f"chunk {i}")
+            self._drop_copy(uri, input.job_id)
+        await asyncio.to_thread(remove_tree, part)
+        await self._write_text(plan_uri, plan.model_dump_json(), input.job_id)
+        return plan
+
+    async def _keyframes(self, src: Path, input: SplitInput) -> list[Keyframe]:
+        with tempfile.TemporaryDirectory(prefix="cosmos-keys-") as tmp:
+            metadata = Path(tmp) / "keys.txt"
+            scan = (
+                "scale=64:64,select='gte(scene\\,0)',"
+                f"metadata=mode=print:key=lavfi.scene_score:file={metadata}"
+            )
+            await self.ffmpeg(
+                ["-skip_frame", "nokey", *input_args(src, input.container), "-map", "0:v:0",
+                 "-vf", scan, "-an", "-f", "null", "-"],
+                total_s=input.duration_s, label="keyframes",
+            )  # fmt: skip
+            text = metadata.read_text() if metadata.exists() else ""
+        return parse_keyframes(text)
+
+    # ------------------------------------------------------------------ encode
+
+    @activity.defn(name="encode_chunk")
+    async def encode_chunk(self, input: EncodeChunkInput) -> ChunkResult:
+        """Decode the chunk once and encode every rendition still missing from it."""
+        chunk = input.chunk
+        targets = {
+            r.name: chunk_output_uri(input.scratch_uri, input.job_id, r, chunk.index)
+            for r in input.renditions
+        }
+        done = {r.name: await self._done(targets[r.name], input.job_id) for r in input.renditions}
+        todo = [r for r in input.renditions if done[r.name] is None]
+        if todo:
+            src = await self._fetch(chunk_uri(input.scratch_uri, input.job_id, chunk.index),
+                                    input.job_id)  # fmt: skip
+            parts = {r.name: self._local(targets[r.name], input.job_id).with_suffix(".part")
+                     for r in todo}  # fmt: skip
+            for part in parts.values():
+                part.parent.mkdir(parents=True, exist_ok=True)
+            out_args = video_output_args(
+                [(r, parts[r.name]) for r in todo],
+                mode=self.mode,
+                rotation=input.rotation,
+                threads=self.threads,
+                keyframes_s=forced_keyframes(chunk.start_s, chunk.duration_s,
+                                             input.segment_seconds),
+            )  # fmt: skip
+            in_args = [*hwaccel_args(self.mode, input.rotation), *input_args(src, "mov")]
+            await self.ffmpeg(["-y", *in_args, *out_args], total_s=chunk.duration_s,
+                              label=f"chunk {chunk.index}")  # fmt: skip
+            for r in todo:
+                done[r.name] = await self._commit(
+                    parts[r.name], targets[r.name], input.job_id, r.name
+                )
+                self._drop_copy(targets[r.name], input.job_id)
+            self._drop_copy(chunk_uri(input.scratch_uri, input.job_id, chunk.index), input.job_id)
+        outputs = [done[r.name] for r in input.renditions]
+        return ChunkResult(
+            index=chunk.index,
+            outputs=[o for o in outputs if o is not None],
+            reused=not todo,
+            encoder=encoder_name(input.renditions[0], self.mode),
+            queue=activity.info().task_queue,
+        )
+
+    # ------------------------------------------------------------------ assemble
+
+    @activity.defn(name="assemble")
+    async def assemble(self, input: AssembleInput) -> EncodedMedia:
+        """Join a rendition's chunks by stream copy, then decode the result and check it is
+        the whole title: all frames, increasing timestamps, the source's duration."""
+        name = input.rendition.name
+        target = join(input.scratch_uri, input.job_id, "video", f"{name}.mp4")
+        out = self._local(target, input.job_id)
+        if not await self._done(target, input.job_id):
+            folder = self._local(join(input.scratch_uri, input.job_id, "video", name),
+                                 input.job_id)  # fmt: skip
+            names = []
+            for i in range(input.chunks):
+                uri = chunk_output_uri(input.scratch_uri, input.job_id, input.rendition, i)
+                if await self._done(uri, input.job_id) is None:
+                    raise ApplicationError(f"chunk {i} of {name} is missing or damaged")
+                names.append((await self._fetch(uri, input.job_id)).name)
+            listing = folder / "concat.txt"
+            listing.write_text("".join(f"file '{n}'\n" for n in names))
+            part = out.with_suffix(".part")
+            await self.ffmpeg(
+                ["-y", "-protocol_whitelist", "file", "-f", "concat", "-safe", "1",
+                 "-i", f"file:{listing}", "-c", "copy", "-map_metadata", "-1",
+                 "-movflags", "+faststart", "-f", "mp4", str(part)],
+                total_s=input.expected_duration_s, label=f"assemble {name}",
+            )  # fmt: skip
+            problem = await self._validate(part, input)
+            if problem:
+                part.unlink(missing_ok=True)
+                raise ApplicationError(
+                    f"assembled {name} is not whole: {problem}",
+                    type=ASSEMBLY_ERROR,
+                    non_retryable=True,
+                )
+            await self._commit(part, target, input.job_id, name)
+            if not isinstance(store_for(target, self.settings), LocalStore):
+                await asyncio.to_thread(shutil.rmtree, folder, True)
+        local = out.exists()
+        if not local:
+            await asyncio.to_thread(store_for(target, self.settings).download, target, out)
+        frames, duration = await asyncio.to_thread(count_frames, out)
+        media = EncodedMedia(
+            name=name,
+            uri=target,
+            size_bytes=out.stat().st_size,
+            duration_s=duration,
+            frames=frames,
+            checksum=await sha256_files([out]),
+            encoder=input.rendition.settings.encoder,
+        )
+        if not isinstance(store_for(target, self.settings), LocalStore):
+            out.unlink()
+        return media
+
+    async def _validate(self, path: Path, input: AssembleInput) -> str | None:
+        report = path.with_suffix(".framecrc")
+        try:
+            await self.ffmpeg(
+                ["-y", *input_args(path, "mov"), "-map", "0:v:0", "-f", "framecrc", str(report)],
+                total_s=input.expected_duration_s, label=f"check {input.rendition.name}",
+            )  # fmt: skip
+        except ApplicationError as err:
+            return f"it does not decode ({err.message})"
+        text = report.read_text()
+        report.unlink()
+        return check_frames(text, input.expected_frames, input.expected_duration_s)
+
+    # ------------------------------------------------------------------ files and records
+
+    def _local(self, uri: str, job_id: str) -> Path:
+        """Where ``uri`` lives on this worker: itself for local scratch, else a work copy."""
+        if isinstance(store_for(uri, self.settings), LocalStore):
+            return uri_to_path(uri)
+        return self.work_dir(job_id) / uri.split(f"/{job_id}/", 1)[1]
+
+    def _drop_copy(self, uri: str, job_id: str) -> None:
+        """Free this worker's disk of a work copy once the object store has the file."""
+        if not isinstance(store_for(uri, self.settings), LocalStore):
+            self._local(uri, job_id).unlink(missing_ok=True)
+
+    async def _fetch(self, uri: str, job_id: str) -> Path:
+        path = self._local(uri, job_id)
+        if not path.exists():
+            await asyncio.to_thread(store_for(uri, self.settings).download, uri, path)
+        return path
+
+    async def _commit(self, part: Path, uri: str, job_id: str, name: str) -> ChunkOutput:
+        """Rename into place (and upload), then write the record that proves it whole."""
+        path = self._local(uri, job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, path)
+        store = store_for(uri, self.settings)
+        if not isinstance(store, LocalStore):
+            await asyncio.to_thread(store.upload, path, uri)
+        frames, _ = await asyncio.to_thread(count_frames, path)
+        record = ChunkOutput(
+            name=name,
+            frames=frames,
+            size_bytes=path.stat().st_size,
+            checksum=await sha256_files([path]),
+        )
+        await self._write_text(record_uri(uri), record.model_dump_json(), job_id)
+        return record
+
+    async def _done(self, uri: str, job_id: str) -> ChunkOutput | None:
+        """The record, if the file it describes is there, whole (size; and checksum where the
+        file is on this disk: S3 verified the upload's own checksum)."""
+        store = store_for(uri, self.settings)
+        if not await asyncio.to_thread(store.exists, record_uri(uri)):
+            return None
+        record = ChunkOutput.model_validate_json(await self._read_text(record_uri(uri), job_id))
+        try:
+            size = await asyncio.to_thread(store.size, uri)
+        except (FileNotFoundError, OSError):
+            return None
+        if size != record.size_bytes:
+            return None
+        if isinstance(store, LocalStore) and await sha256_files([uri_to_path(uri)]) != (
+            record.checksum
+        ):
+            return None
+        return record
+
+    async def _read_text(self, uri: str, job_id: str) -> str:
+        path = await self._fetch(uri, job_id)
+        return path.read_text()
+
+    async def _write_text(self, uri: str, text: str, job_id: str) -> None:
+        path = self._local(uri, job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        store = store_for(uri, self.settings)
+        if not isinstance(store, LocalStore):
+            await asyncio.to_thread(store.upload, path, uri)
