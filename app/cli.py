@@ -197,6 +197,10 @@ def submit(
         ),
     ] = None,
     codec: Annotated[str, typer.Option(help="h264, hevc or av1.")] = "h264",
+    chunk_seconds: Annotated[
+        float | None,
+        typer.Option(help="Target chunk length for parallel encoding; 0: each rendition whole."),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Show its progress until it ends; exit 0 on success.")
     ] = False,
@@ -206,6 +210,8 @@ def submit(
     body: dict[str, object] = {"source": source, "codec": codec}
     if profile:
         body["profiles"] = [_profile(p) for p in profile]
+    if chunk_seconds is not None:
+        body["chunk_seconds"] = chunk_seconds
     response = _request(api_url, "POST", "/v1/encode", json=body)
     if response.status_code != 202:
         _fail(f"refused ({response.status_code}): {response.text}")

@@ -94,6 +94,8 @@ def job_views(api_url: str | None, job_id: str) -> Iterator[JobView]:
 
 def _speed(r: RenditionState) -> str:
     parts = []
+    if r.chunks_total:
+        parts.append(f"{r.chunks_done or 0}/{r.chunks_total} chunks")
     if r.speed:
         parts.append(f"{r.speed:.2f}x")
     if r.fps:

@@ -6,7 +6,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Codec = Literal["h264", "hevc", "av1"]
 Accelerator = Literal["auto", "cpu", "gpu"]
@@ -76,11 +84,23 @@ class EncodeRequest(Strict):
             raise ValueError(f"duplicate profiles: {', '.join(dupes)}")
         return value
 
-    @model_validator(mode="after")
-    def _chunk_bounds(self) -> EncodeRequest:
-        if self.chunk_seconds and self.min_chunk_seconds > self.chunk_seconds:
-            raise ValueError("min_chunk_seconds must not exceed chunk_seconds")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _short_chunks_lower_the_minimum(cls, data: object) -> object:
+        """Asking for 1 s chunks without naming a minimum means a minimum that allows them."""
+        if isinstance(data, dict) and "min_chunk_seconds" not in data:
+            target = data.get("chunk_seconds")
+            if isinstance(target, int | float) and 0 < target < DEFAULT_MIN_CHUNK_SECONDS:
+                return {**data, "min_chunk_seconds": max(0.5, target / 2)}
+        return data
+
+    @field_validator("min_chunk_seconds")
+    @classmethod
+    def _minimum_within_target(cls, value: float, info: ValidationInfo) -> float:
+        target = info.data.get("chunk_seconds")
+        if target and value > target:
+            raise ValueError(f"must not exceed chunk_seconds ({target:g})")
+        return value
 
 
 class EncodeJob(Strict):

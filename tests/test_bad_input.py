@@ -109,6 +109,9 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("webhook not http", {"webhook_url": "file:///etc/passwd"}, "webhook_url"),
     ("unknown field", {"sources": "x"}, "sources"),
     ("wrong type", {"segment_seconds": "four"}, "segment_seconds"),
+    ("negative chunk length", {"chunk_seconds": -2}, "chunk_seconds"),
+    ("chunks of a day", {"chunk_seconds": 86400}, "chunk_seconds"),
+    ("minimum above the target", {"chunk_seconds": 4, "min_chunk_seconds": 5}, "min_chunk_seconds"),
 ]
 
 # (case, file, words the job's error must contain)

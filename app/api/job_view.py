@@ -35,12 +35,15 @@ STATUS = {
 }
 
 # Share of the overall progress bar each stage stands for; encoding is nearly all the work.
+# Stages a job does not run (split and assemble are for chunked encodes) are passed over.
 STAGE_WEIGHTS = {
     "probe": 0.03,
     "plan": 0.02,
     "route": 0.0,
-    "encode": 0.85,
-    "package": 0.07,
+    "split": 0.02,
+    "encode": 0.8,
+    "assemble": 0.04,
+    "package": 0.06,
     "publish": 0.03,
 }
 QUERY_TIMEOUT = timedelta(seconds=3)
