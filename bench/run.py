@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.activities.encode import AUDIO_BITRATE_KBPS, AUDIO_SAMPLE_RATE
 from app.activities.ffmpeg import ffmpeg_binary
 from app.activities.package import DASH_MANIFEST, HLS_MASTER
+from app.models import DEFAULT_CHUNK_SECONDS
 from app.samples import make_video
 from app.storage import uri_to_path
 
 VENV_BIN = Path(sys.executable).parent
 SOURCES = {"720p": (1280, 720), "1080p": (1920, 1080)}
-STAGES = ("probe", "plan", "route", "encode", "package")
+STAGES = ("probe", "plan", "route", "split", "encode", "assemble", "package")
 POLL_S = 0.2
 
 
@@ -82,13 +83,13 @@ def stop_stack(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run_job(api: str, source: Path, profiles: list[str]) -> JobRun:
+def run_job(api: str, source: Path, profiles: list[str], chunk_seconds: float) -> JobRun:
     """HTTP submit → SUCCEEDED (the manifest is published); a fresh job ID every time."""
     with httpx.Client(base_url=api, timeout=30) as client:
         started = time.perf_counter()
         response = client.post(
             "/v1/encode",
-            json={"source": str(source), "profiles": profiles},
+            json={"source": str(source), "profiles": profiles, "chunk_seconds": chunk_seconds},
             headers={"Idempotency-Key": f"bench-{uuid.uuid4()}"},
         )
         response.raise_for_status()
@@ -183,15 +184,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="source length")
     parser.add_argument("--rounds", type=int, default=3, help="job/ffmpeg pairs per source")
     parser.add_argument("--profiles", default="720p,480p,360p")
+    parser.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=DEFAULT_CHUNK_SECONDS,
+        help="the job's target chunk length; 0 encodes each rendition whole",
+    )
+    parser.add_argument(
+        "--gop",
+        type=int,
+        default=30,
+        help="source keyframe interval in frames (chunks cut on keyframes)",
+    )
     args = parser.parse_args()
     profiles = args.profiles.split(",")
     print(f"machine: {os.cpu_count()} cores, {cpu_model()}; sources {args.seconds:g} s; "
-          f"profiles {args.profiles}; {args.rounds} rounds")  # fmt: skip
+          f"profiles {args.profiles}; {args.rounds} rounds; chunks {args.chunk_seconds:g} s; "
+          f"source GOP {args.gop} frames")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="cosmos-bench-") as tmp:
         data_dir = Path(tmp) / "data"  # sources inside the data dir are allowed sources
         sources = {
             name: make_video(data_dir / "sources" / f"{name}.mp4", seconds=args.seconds,
-                             width=w, height=h, rate="30")
+                             width=w, height=h, rate="30", gop=args.gop)
             for name, (w, h) in SOURCES.items()
         }  # fmt: skip
         for name, source in sources.items():
@@ -205,12 +219,12 @@ def main() -> None:
                     out_dir = Path(tmp) / "ffmpeg" / f"{name}-{rnd}"
                     job_first = settings is None or rnd % 2 == 0  # alternate who goes first
                     if job_first:
-                        job = run_job(api, source, profiles)
+                        job = run_job(api, source, profiles, args.chunk_seconds)
                     settings = settings or job.manifest
                     command = single_command(source, settings, out_dir)
                     ff = run_ffmpeg(command, out_dir)
                     if not job_first:
-                        job = run_job(api, source, profiles)
+                        job = run_job(api, source, profiles, args.chunk_seconds)
                     check_same_package(job, out_dir)
                     results.setdefault(name, []).append((job, ff))
                     ratio = job.seconds / ff

@@ -15,6 +15,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from app.samples import make_video
 from tests.conftest import BIN
 from tests.media_checks import check_package
 from tests.stack import Stack, free_port
@@ -141,6 +142,25 @@ def test_job_end_to_end(backend: Backend, media_dir: Path, ffmpeg: str, tmp_path
     assert manifest["source"]["uri"] == (source if backend.name == "s3" else f"file://{source}")
     assert backend.left("scratch", job_id) == [], "scratch space is gone"
     assert any(p.endswith("manifest.json") for p in backend.left("outputs", job_id))
+
+
+def test_chunked_job_end_to_end(
+    backend: Backend, media_dir: Path, ffmpeg: str, tmp_path: Path
+) -> None:
+    """Split, chunk encodes and assembly move their files through the same store."""
+    local = media_dir / "chunky.mp4"
+    if not local.exists():
+        make_video(local, width=320, height=180, seconds=6, gop=30)
+    source = backend.source(local)
+    job_id = backend.stack.submit(
+        source=source, profiles=PROFILES, segment_seconds=1, chunk_seconds=2, min_chunk_seconds=1
+    )["job_id"]
+    view = backend.stack.wait(job_id, timeout=120)
+    assert view["status"] == "SUCCEEDED", view
+    assert [(r["chunks_done"], r["chunks_total"]) for r in view["renditions"]] == [(3, 3)]
+    check_package(backend.outputs(job_id, tmp_path), ffmpeg, 6.0, "30/1")
+    assert backend.left("scratch", job_id) == [], "chunks and records are gone with the scratch"
+    assert not (backend.stack.data_dir / "work" / job_id).exists()
 
 
 def test_failed_job_leaves_nothing(backend: Backend, media_dir: Path) -> None:
