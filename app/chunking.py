@@ -84,3 +84,9 @@ def ranges(count: int, per_child: int = CHUNKS_PER_CHILD) -> list[tuple[int, int
 def window_share(window: int, children: int) -> int:
     """Each child's share of the job's in-flight window, so the job never exceeds it."""
     return max(1, window // max(1, children))
+
+
+def chunk_progress(done: float, total: int) -> float:
+    """A rendition's progress from its chunks (``done`` may count parts of chunks in flight);
+    the last 5 % is its assembly."""
+    return round(min(done / total, 1.0) * 0.95, 4) if total else 0.0

@@ -442,6 +442,9 @@ class WorkflowState(BaseModel):
     dropped: list[DroppedProfile] = []
     manifests: Manifests | None = None
     stage_seconds: dict[str, float] = {}
+    chunk_workflows: dict[str, str] = Field(
+        default_factory=dict, description="Running chunk-range children: workflow ID -> codec."
+    )
 
 
 class EncodeResult(BaseModel):

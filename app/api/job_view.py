@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from temporalio.api.enums.v1 import PendingActivityState
@@ -77,6 +78,34 @@ async def _heartbeats(client: Client, desc: WorkflowExecutionDescription) -> dic
     return found
 
 
+async def _chunk_heartbeats(client: Client, state: WorkflowState) -> dict[str, list[Progress]]:
+    """Progress of the chunks in flight, per codec, from the chunk-range children."""
+
+    async def one(workflow_id: str) -> list[Progress]:
+        try:
+            desc = await client.get_workflow_handle(workflow_id).describe(rpc_timeout=QUERY_TIMEOUT)
+        except RPCError:
+            return []  # just finished, or Temporal is busy: the counts still stand
+        return list((await _heartbeats(client, desc)).values())
+
+    children = list(state.chunk_workflows.items())
+    beats = await asyncio.gather(*(one(workflow_id) for workflow_id, _ in children))
+    found: dict[str, list[Progress]] = {}
+    for (_, codec), progress in zip(children, beats, strict=True):
+        found.setdefault(codec, []).extend(progress)
+    return found
+
+
+def _add_chunk_speed(renditions: list[RenditionState], beats: dict[str, list[Progress]]) -> None:
+    """fps and speed add up over the chunks in flight. Progress stays the count of finished
+    chunks the parent was told of, which only goes forward."""
+    for r in renditions:
+        running = beats.get(r.codec, [])
+        if r.status == "encoding" and running:
+            r.fps = sum(b.fps or 0.0 for b in running) or None
+            r.speed = sum(b.speed or 0.0 for b in running) or None
+
+
 def _started(desc: WorkflowExecutionDescription) -> bool:
     return any(
         p.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
@@ -140,6 +169,8 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
                     beat = beats[r.name]
                     r.progress = round(beat.done_s / beat.total_s, 4) if beat.total_s else 0.0
                     r.fps, r.speed, r.frames = beat.fps, beat.speed, beat.frames
+            if state and state.chunk_workflows:
+                _add_chunk_speed(renditions, await _chunk_heartbeats(client, state))
             if stage in (None, "queued") or (stage == "probe" and not _started(desc)):
                 status = JobStatus.PENDING
         progress = overall_progress(stage or "queued", renditions)

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from app.activities.lifecycle import LifecycleActivities
     from app.activities.package import PackageActivities
     from app.activities.routing import RoutingActivities
-    from app.chunking import ranges, window_share
+    from app.chunking import chunk_progress, ranges, window_share
     from app.models import (
         AssembleInput,
         ChunkPlan,
@@ -287,6 +287,7 @@ class EncodeWorkflow:
         return audio
 
     async def _chunk_range(self, child_id: str, request: ChunkRangeInput) -> ChunkRangeResult:
+        self._state.chunk_workflows[child_id] = request.renditions[0].codec
         try:
             result: ChunkRangeResult = await workflow.execute_child_workflow(
                 ChunkRangeWorkflow.run, request, id=child_id, task_queue=WORKFLOW_QUEUE
@@ -298,6 +299,8 @@ class EncodeWorkflow:
             cause = err.cause.cause if isinstance(err.cause, ActivityError) else err.cause
             self._mark(request, "cancelled" if isinstance(cause, CancelledError) else "failed")
             raise
+        finally:
+            self._state.chunk_workflows.pop(child_id, None)
         self._chunks_done[child_id] = result.chunks
         self._update_chunk_progress(result.codec)
         return result
@@ -324,7 +327,7 @@ class EncodeWorkflow:
         for state in self._state.renditions:
             if state.codec == codec and self._chunks_total:
                 state.chunks_done = done
-                state.progress = round(min(done / self._chunks_total, 1.0) * 0.95, 4)
+                state.progress = chunk_progress(done, self._chunks_total)
 
     async def _assemble(
         self, job: EncodeJob, probe: ProbeResult, plan: Plan, chunks: ChunkPlan
