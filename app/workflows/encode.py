@@ -73,9 +73,8 @@ class EncodeWorkflow:
         self._state = WorkflowState()
         self._job: EncodeJob | None = None
         self._visible = False
-        self._chunks_done: dict[str, int] = {}
-        self._chunk_children: dict[str, str] = {}
-        """child workflow ID -> codec"""
+        self._chunks_done: dict[str, dict[str, int]] = {}
+        """codec -> chunk-range child workflow ID -> chunks it finished"""
         self._chunks_total = 0
 
     @workflow.query
@@ -85,8 +84,7 @@ class EncodeWorkflow:
     @workflow.signal(name=PROGRESS_SIGNAL)
     def chunk_progress(self, progress: ChunkProgress) -> None:
         """Chunk-range children report chunks finished; renditions of that codec advance."""
-        self._chunks_done[progress.child_id] = progress.done
-        self._update_chunk_progress(progress.codec)
+        self._count_chunks(progress.codec, progress.child_id, progress.done)
 
     @workflow.run
     async def run(self, job: EncodeJob) -> EncodeResult:
@@ -269,7 +267,6 @@ class EncodeWorkflow:
                     state.chunks_done, state.chunks_total = 0, chunks.count
             for first, last in spans:
                 child_id = f"{job.job_id}-chunks-{codec}-{first:05d}"
-                self._chunk_children[child_id] = codec
                 request = ChunkRangeInput(
                     job=job,
                     renditions=renditions,
@@ -301,8 +298,7 @@ class EncodeWorkflow:
             raise
         finally:
             self._state.chunk_workflows.pop(child_id, None)
-        self._chunks_done[child_id] = result.chunks
-        self._update_chunk_progress(result.codec)
+        self._count_chunks(result.codec, child_id, result.chunks)
         return result
 
     def _mark(self, request: ChunkRangeInput, status: Any) -> None:
@@ -321,13 +317,15 @@ class EncodeWorkflow:
             queues = sorted({q for r in mine for q in r.queues})
             state.queue = ",".join(queues) or state.queue
 
-    def _update_chunk_progress(self, codec: str) -> None:
-        done = sum(n for child, n in self._chunks_done.items()
-                   if self._chunk_children.get(child) == codec)  # fmt: skip
+    def _count_chunks(self, codec: str, child_id: str, done: int) -> None:
+        """Renditions of ``codec`` advance with the chunks its children report finished."""
+        children = self._chunks_done.setdefault(codec, {})
+        children[child_id] = max(done, children.get(child_id, 0))
+        finished = sum(children.values())
         for state in self._state.renditions:
-            if state.codec == codec and self._chunks_total:
-                state.chunks_done = done
-                state.progress = chunk_progress(done, self._chunks_total)
+            if state.codec == codec:
+                state.chunks_done = finished
+                state.progress = chunk_progress(finished, self._chunks_total)
 
     async def _assemble(
         self, job: EncodeJob, probe: ProbeResult, plan: Plan, chunks: ChunkPlan
