@@ -27,15 +27,18 @@ def choose_boundaries(
     duration_s: float,
     target_s: float,
     minimum_s: float,
+    grid_s: float | None = None,
     scene_threshold: float = SCENE_THRESHOLD,
 ) -> tuple[list[float], int]:
     """Chunk start times (the first is 0) and how many of the cuts are scene cuts.
 
     Every cut is a source keyframe, so splitting is a stream copy. From each start, the
-    candidates are the keyframes between ``start + minimum`` and ``start + 1.5 * target``; a
-    scene cut among them wins (the one nearest the target), else the keyframe nearest the
-    target; with none in the window the chunk runs to the next keyframe after the minimum.
-    No chunk, the last included, is shorter than ``minimum_s`` (unless the title is).
+    candidates are the keyframes between ``start + minimum`` and ``start + 1.5 * target``.
+    Those on the segment grid (multiples of ``grid_s``) come first: a cut there adds no
+    keyframe that the fixed GOP would not have. Among the candidates left a scene cut wins
+    (the one nearest the target), else the keyframe nearest the target; with none in the
+    window the chunk runs to the next keyframe after the minimum. No chunk, the last included,
+    is shorter than ``minimum_s`` (unless the title is).
     """
     times = sorted((k for k in keyframes if 0 < k.time_s < duration_s), key=lambda k: k.time_s)
     starts = [0.0]
@@ -48,17 +51,25 @@ def choose_boundaries(
         if not later:
             break
         window = [k for k in later if k.time_s <= start + 1.5 * target_s]
+        on_grid = [k for k in window if grid_s and _on_grid(k.time_s, grid_s)]
+        pool = on_grid or window
         target = start + target_s
-        scenes = [k for k in window if k.scene_score >= scene_threshold]
+        scenes = [k for k in pool if k.scene_score >= scene_threshold]
         if scenes:
             cut = min(scenes, key=lambda k: abs(k.time_s - target))
             scene_cuts += 1
-        elif window:
-            cut = min(window, key=lambda k: abs(k.time_s - target))
+        elif pool:
+            cut = min(pool, key=lambda k: abs(k.time_s - target))
         else:
             cut = later[0]
         starts.append(round(cut.time_s, 6))
     return starts, scene_cuts
+
+
+def _on_grid(time_s: float, grid_s: float, tolerance_s: float = 0.002) -> bool:
+    """Within a couple of milliseconds: 29.97 fps frames sit 1 ms off whole seconds."""
+    offset = time_s % grid_s
+    return min(offset, grid_s - offset) <= tolerance_s
 
 
 def forced_keyframes(start_s: float, duration_s: float, segment_s: int) -> list[float]:

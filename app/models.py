@@ -256,6 +256,7 @@ class SplitInput(Strict):
     duration_s: float
     chunk_seconds: float
     min_chunk_seconds: float
+    segment_seconds: int | None = None
 
 
 class ChunkPlan(Strict):

@@ -331,13 +331,14 @@ async def test_cancel_kills_ffmpeg(settings: Settings, media_dir: Path) -> None:
     )
     await asyncio.wait_for(started.wait(), 30)
     await asyncio.sleep(1)
-    part = job_dir(job.scratch_uri, job.job_id) / "video" / "slow.part"
-    assert subprocess.run(["pgrep", "-f", str(part)], capture_output=True).returncode == 0
+    video = job_dir(job.scratch_uri, job.job_id) / "video"
+    part = str(video / "slow.mp4.")  # slow.mp4.<attempt token>.part
+    assert subprocess.run(["pgrep", "-f", part], capture_output=True).returncode == 0
     env.cancel()
     with pytest.raises((asyncio.CancelledError, CancelledError)):
         await asyncio.wait_for(task, 5)
-    assert subprocess.run(["pgrep", "-f", str(part)], capture_output=True).returncode == 1
-    assert not part.with_suffix(".mp4").exists()
+    assert subprocess.run(["pgrep", "-f", part], capture_output=True).returncode == 1
+    assert list(video.iterdir()) == [], "neither the output nor the attempt's partial file"
 
 
 async def test_cleanup_removes_scratch_and_outputs(settings: Settings) -> None:

@@ -60,6 +60,17 @@ def test_a_scene_cut_in_the_window_wins_over_the_nearest_keyframe() -> None:
     assert all(t in {k.time_s for k in keys} for t in starts)
 
 
+def test_keyframes_on_the_segment_grid_come_first() -> None:
+    """A cut on the grid adds no keyframe the fixed GOP would not have."""
+    keys = [*every(1.0, 60), Keyframe(6.5, scene_score=0.9)]
+    starts, scenes = choose_boundaries(keys, 60.0, target_s=6, minimum_s=2, grid_s=4)
+    assert all(t % 4 == 0 for t in starts), starts
+    assert scenes == 0
+    sparse = every(3.0, 60)  # 3, 6, 9…; on a 5 s grid only 15, 30, 45
+    starts, _ = choose_boundaries(sparse, 60.0, target_s=6, minimum_s=2, grid_s=5)
+    assert starts[:4] == [0.0, 6.0, 15.0, 21.0], "15 (grid) beats 12 (nearest the target)"
+
+
 def test_no_chunk_is_shorter_than_the_minimum_not_even_the_last() -> None:
     keys = every(0.5, 20.2)
     starts, _ = choose_boundaries(keys, 20.2, target_s=3, minimum_s=2)
@@ -150,7 +161,9 @@ def video_packets(path: Path) -> list[tuple[float, bool, bytes]]:
         ]
 
 
-async def prepare(settings: Settings, source: Path) -> tuple[EncodeJob, ProbeResult, Plan]:
+async def prepare(
+    settings: Settings, source: Path, segment_seconds: int = 2
+) -> tuple[EncodeJob, ProbeResult, Plan]:
     job = EncodeJob(
         job_id="chunky",
         source_uri=path_to_uri(source),
@@ -159,7 +172,7 @@ async def prepare(settings: Settings, source: Path) -> tuple[EncodeJob, ProbeRes
             CustomProfile(name="full", height=180, bitrate_kbps=300),
         ],
         codec="h264",
-        segment_seconds=2,
+        segment_seconds=segment_seconds,
         output_uri=settings.resolved_output_uri,
         scratch_uri=settings.resolved_scratch_uri,
         chunk_seconds=3,
@@ -179,6 +192,7 @@ async def split(settings: Settings, job: EncodeJob, probe: ProbeResult) -> Chunk
             job_id=job.job_id, source_uri=job.source_uri, container=probe.container,
             scratch_uri=job.scratch_uri, duration_s=probe.duration_s,
             chunk_seconds=job.chunk_seconds, min_chunk_seconds=job.min_chunk_seconds,
+            segment_seconds=job.segment_seconds,
         ),
     )  # fmt: skip
     return result
@@ -187,7 +201,7 @@ async def split(settings: Settings, job: EncodeJob, probe: ProbeResult) -> Chunk
 async def test_split_is_a_stream_copy_cut_on_keyframes_preferring_the_scene_cut(
     settings: Settings, scene_source: Path
 ) -> None:
-    job, probe, _ = await prepare(settings, scene_source)
+    job, probe, _ = await prepare(settings, scene_source, segment_seconds=10)  # no grid cuts
     plan = await split(settings, job, probe)
     source = video_packets(scene_source)
     keyframes = {round(t, 3) for t, key, _ in source if key}

@@ -108,6 +108,7 @@ def test_worker_killed_mid_encode(
     stack.procs.pop("worker").wait()
     time.sleep(1)
     assert ffmpeg_of(job_id) == [], "ffmpeg dies with its worker (PR_SET_PDEATHSIG)"
+    assert stack.job(job_id)["status"] == "RUNNING", "no worker to ask is not 'not started'"
     stack.start_worker()
     view = stack.wait(job_id, timeout=120)
     assert view["status"] == "SUCCEEDED", view

@@ -19,7 +19,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from app.activities.common import ActivityBase, input_args, sha256_files
+from app.activities.common import ActivityBase, input_args, part_path, sha256_files
 from app.activities.encode import encoder_name, hwaccel_args, video_output_args
 from app.activities.probe import count_frames
 from app.chunking import Keyframe, choose_boundaries, forced_keyframes
@@ -119,14 +119,16 @@ class ChunkActivities(ActivityBase):
         src = await self.local_source(input.source_uri, input.job_id)
         keyframes = await self._keyframes(src, input)
         starts, scene_cuts = choose_boundaries(
-            keyframes, input.duration_s, input.chunk_seconds, input.min_chunk_seconds
+            keyframes,
+            input.duration_s,
+            input.chunk_seconds,
+            input.min_chunk_seconds,
+            grid_s=input.segment_seconds,
         )
         if len(starts) < 2:
             return ChunkPlan(starts_s=[0.0], duration_s=input.duration_s, frames=0, scene_cuts=0)
 
-        local_dir = self._local(join(input.scratch_uri, input.job_id, "chunks"), input.job_id)
-        part = local_dir.with_name("chunks.part")
-        await asyncio.to_thread(remove_tree, part)
+        part = part_path(self._local(join(input.scratch_uri, input.job_id, "chunks"), input.job_id))
         part.mkdir(parents=True)
         times = ",".join(f"{t - SPLIT_EPSILON_S:.6f}" for t in starts[1:])
         await self.ffmpeg(
@@ -185,8 +187,7 @@ class ChunkActivities(ActivityBase):
         if todo:
             src = await self._fetch(chunk_uri(input.scratch_uri, input.job_id, chunk.index),
                                     input.job_id)  # fmt: skip
-            parts = {r.name: self._local(targets[r.name], input.job_id).with_suffix(".part")
-                     for r in todo}  # fmt: skip
+            parts = {r.name: part_path(self._local(targets[r.name], input.job_id)) for r in todo}
             for part in parts.values():
                 part.parent.mkdir(parents=True, exist_ok=True)
             out_args = video_output_args(
@@ -198,8 +199,13 @@ class ChunkActivities(ActivityBase):
                                              input.segment_seconds),
             )  # fmt: skip
             in_args = [*hwaccel_args(self.mode, input.rotation), *input_args(src, "mov")]
-            await self.ffmpeg(["-y", *in_args, *out_args], total_s=chunk.duration_s,
-                              label=f"chunk {chunk.index}")  # fmt: skip
+            try:
+                await self.ffmpeg(["-y", *in_args, *out_args], total_s=chunk.duration_s,
+                                  label=f"chunk {chunk.index}")  # fmt: skip
+            except BaseException:
+                for part in parts.values():
+                    part.unlink(missing_ok=True)
+                raise
             for r in todo:
                 done[r.name] = await self._commit(
                     parts[r.name], targets[r.name], input.job_id, r.name
@@ -235,14 +241,18 @@ class ChunkActivities(ActivityBase):
                 names.append((await self._fetch(uri, input.job_id)).name)
             listing = folder / "concat.txt"
             listing.write_text("".join(f"file '{n}'\n" for n in names))
-            part = out.with_suffix(".part")
-            await self.ffmpeg(
-                ["-y", "-protocol_whitelist", "file", "-f", "concat", "-safe", "1",
-                 "-i", f"file:{listing}", "-c", "copy", "-map_metadata", "-1",
-                 "-movflags", "+faststart", "-f", "mp4", str(part)],
-                total_s=input.expected_duration_s, label=f"assemble {name}",
-            )  # fmt: skip
-            problem = await self._validate(part, input)
+            part = part_path(out)
+            try:
+                await self.ffmpeg(
+                    ["-y", "-protocol_whitelist", "file", "-f", "concat", "-safe", "1",
+                     "-i", f"file:{listing}", "-c", "copy", "-map_metadata", "-1",
+                     "-movflags", "+faststart", "-f", "mp4", str(part)],
+                    total_s=input.expected_duration_s, label=f"assemble {name}",
+                )  # fmt: skip
+                problem = await self._validate(part, input)
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
             if problem:
                 part.unlink(missing_ok=True)
                 raise ApplicationError(
@@ -303,7 +313,12 @@ class ChunkActivities(ActivityBase):
         return path
 
     async def _commit(self, part: Path, uri: str, job_id: str, name: str) -> ChunkOutput:
-        """Rename into place (and upload), then write the record that proves it whole."""
+        """Rename into place (and upload), then write the record that proves it whole. If
+        another attempt (one that outlived its heartbeat) committed first, its work stands."""
+        existing = await self._done(uri, job_id)
+        if existing is not None:
+            part.unlink(missing_ok=True)
+            return existing
         path = self._local(uri, job_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -87,6 +88,12 @@ class ActivityBase:
             raise ApplicationError(str(err), type="FfmpegError") from None
         speed = last[0].speed if last else None
         observe_encode(label, activity.info().activity_type, time.monotonic() - started, speed)
+
+
+def part_path(path: Path) -> Path:
+    """Where one attempt writes before committing: its own name, so two attempts of the same
+    work (a worker that outlived its heartbeat, and the retry) never write one file."""
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.part")
 
 
 def input_args(path: Path, container: str | None = None) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import ffmpeg as ffmpeg_lib
 from temporalio import activity
 
-from app.activities.common import ActivityBase, input_args, sha256_files
+from app.activities.common import ActivityBase, input_args, part_path, sha256_files
 from app.activities.probe import count_frames
 from app.models import EncodeAudioInput, EncodedMedia, EncodeVideoInput, Rendition
 from app.object_store import LocalStore, join, store_for
@@ -194,9 +194,13 @@ class EncodeActivities(ActivityBase):
             if not out.exists():
                 await asyncio.to_thread(store.download, target, out)
         else:
-            part = out.with_suffix(".part")
+            part = part_path(out)
             part.parent.mkdir(parents=True, exist_ok=True)
-            await self.ffmpeg(["-y", *in_args, *out_args(part)], total_s=duration_s, label=name)
+            try:
+                await self.ffmpeg(["-y", *in_args, *out_args(part)], total_s=duration_s, label=name)
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
             os.replace(part, out)
             if not local:
                 await asyncio.to_thread(store.upload, out, target)

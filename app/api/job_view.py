@@ -171,7 +171,10 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
                     r.fps, r.speed, r.frames = beat.fps, beat.speed, beat.frames
             if state and state.chunk_workflows:
                 _add_chunk_speed(renditions, await _chunk_heartbeats(client, state))
-            if stage in (None, "queued") or (stage == "probe" and not _started(desc)):
+            # No answer to the query (no worker right now) is PENDING only for a job that no
+            # worker has touched yet: its history holds just the start and the first task.
+            queued = stage == "queued" or (stage is None and desc.history_length <= 2)
+            if queued or (stage == "probe" and not _started(desc)):
                 status = JobStatus.PENDING
         progress = overall_progress(stage or "queued", renditions)
     return JobView(

@@ -237,6 +237,7 @@ class EncodeWorkflow:
                 duration_s=probe.duration_s,
                 chunk_seconds=job.chunk_seconds,
                 min_chunk_seconds=job.min_chunk_seconds,
+                segment_seconds=job.segment_seconds,
             ),
             timeout=LONG,
             heartbeat=True,
