@@ -326,3 +326,62 @@ def test_worker_killed_mid_chunked_job_keeps_finished_chunks(
     committed = {chunk_index(p) for p in done}
     reencoded = {i for i in committed if attempts[i][0][0] > 1 and not attempts[i][0][1]}
     assert reencoded == set(), (reencoded, attempts)
+
+
+def test_resubmitting_a_terminated_chunked_job_resumes_it(
+    stack: Stack, media_dir: Path, ffmpeg: str
+) -> None:
+    """An operator terminates a job (no compensation runs); the same request, sent again,
+    starts a new run of the same job ID that takes the split and the finished chunks as
+    they are and encodes only the rest."""
+    seconds = 10.0
+    source = make_video(
+        media_dir / "chunked-resume.mp4", width=640, height=360, seconds=seconds, gop=30
+    )
+    body = {
+        "source": str(source),
+        "profiles": [{"name": "360", "height": 360, "bitrate_kbps": 600, "preset": "medium"}],
+        "chunk_seconds": 1,
+        "segment_seconds": 1,
+    }
+    job_id = stack.submit(**body)["job_id"]
+    scratch = stack.data_dir / "scratch" / job_id
+    deadline = time.monotonic() + 90
+    while len(finished_chunks(scratch)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    async def terminate() -> None:
+        client = await Client.connect(stack.temporal_address)
+        await client.get_workflow_handle(job_id).terminate(reason="operator: resume test")
+
+    asyncio.run(terminate())
+    assert stack.job(job_id)["status"] == "FAILED"
+    # The terminated run's encodes stop at their next heartbeat; then nothing writes.
+    deadline = time.monotonic() + 30
+    while list(scratch.glob("video/*/*.part")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done = finished_chunks(scratch)
+    plan = scratch / "chunks" / "plan.json"
+    before = mtimes([plan, *done, *done.values()])
+    assert len(done) >= 3 and None not in before.values(), before
+
+    watcher = Watcher({p: m for p, m in before.items() if m is not None})
+    watcher.start()
+    try:
+        again = stack.submit(**body)
+        assert again["job_id"] == job_id and not again["deduplicated"], again
+        while time.monotonic() < deadline + 90:
+            view = stack.job(job_id)
+            if view["status"] in TERMINAL or view["stage"] in ("package", "publish", "cleanup"):
+                break
+            time.sleep(0.1)
+    finally:
+        watcher.halt.set()
+        watcher.join()
+    assert watcher.changes == [], "the split and the finished chunks were not redone"
+    view = stack.wait(job_id, timeout=120)
+    assert view["status"] == "SUCCEEDED", view
+    check_package(uri_to_path(view["manifests"]["hls"]).parent, ffmpeg, seconds, "30/1")
+    attempts = asyncio.run(chunk_attempts(stack.temporal_address, job_id))
+    reused = {i for i, runs in attempts.items() if runs[-1][1]}
+    assert {chunk_index(p) for p in done} <= reused, (attempts, sorted(done))
