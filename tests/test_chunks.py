@@ -15,7 +15,8 @@ from temporalio.testing import ActivityEnvironment
 from app.activities.analyze import AnalyzeActivities
 from app.activities.chunks import (
     ChunkActivities,
-    check_frames,
+    Timeline,
+    check_timeline,
     chunk_output_uri,
     chunk_uri,
     parse_keyframes,
@@ -110,18 +111,22 @@ def test_keyframe_scores_are_read_from_ffmpeg_metadata() -> None:
     assert parse_keyframes(text) == [Keyframe(0.0, 0.0), Keyframe(1.001, 0.612)]
 
 
-def framecrc(pts: list[int]) -> str:
-    return "#tb 0: 1/30\n" + "".join(f"0, {p}, {p}, 1, 100, 0x0\n" for p in pts)
+def timeline(pts: list[int], dts: list[int] | None = None) -> Timeline:
+    return Timeline(pts=pts, dts=dts or pts, last_duration=1, time_base=Fraction(1, 30))
 
 
 def test_assembly_check_finds_missing_frames_gaps_and_disorder() -> None:
-    assert check_frames(framecrc(list(range(300))), 300, 10.0) is None
-    assert check_frames(framecrc(list(range(299))), 300, 10.0) is None, "±1 frame"
-    assert "frames decoded" in (check_frames(framecrc(list(range(290))), 300, 10.0) or "")
+    assert check_timeline(timeline(list(range(300))), 300, 10.0) is None
+    assert check_timeline(timeline(list(range(299))), 300, 10.0) is None, "±1 frame"
+    assert "frames" in (check_timeline(timeline(list(range(290))), 300, 10.0) or "")
     gap = [*range(150), *range(160, 310)]
-    assert "lasts" in (check_frames(framecrc(gap), 300, 10.0) or "")
+    assert "lasts" in (check_timeline(timeline(gap), 300, 10.0) or "")
     swapped = [*range(100), 101, 100, *range(102, 300)]
-    assert "backwards" in (check_frames(framecrc(swapped), 300, 10.0) or "")
+    assert "backwards" in (check_timeline(timeline(swapped), 300, 10.0) or "")
+    doubled = [*range(150), *range(149, 299)]
+    assert "share" in (check_timeline(timeline(doubled, list(range(300))), 300, 10.0) or "")
+    b_frames = [0, 3, 1, 2, *range(4, 300)]  # presentation order differs: that is fine
+    assert check_timeline(timeline(b_frames, list(range(-1, 299))), 300, 10.0) is None
 
 
 # ---------------------------------------------------------------- the steps on real media

@@ -13,15 +13,17 @@ import hashlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from app.activities.common import ActivityBase, input_args, part_path, sha256_files
 from app.activities.encode import encoder_name, hwaccel_args, video_output_args
-from app.activities.probe import count_frames
+from app.activities.probe import OPEN_OPTIONS, count_frames
 from app.chunking import Keyframe, choose_boundaries, forced_keyframes
 from app.models import (
     AssembleInput,
@@ -71,26 +73,43 @@ def parse_keyframes(metadata: str) -> list[Keyframe]:
     return keyframes
 
 
-def check_frames(framecrc: str, expected_frames: int, expected_s: float) -> str | None:
-    """Why a decoded stream (``-f framecrc``) is not the whole title, or None if it is:
-    every frame decoded, timestamps strictly increasing, duration within one frame."""
-    timebase = Fraction(1)
-    pts: list[int] = []
-    last_duration = 0
-    for line in framecrc.splitlines():
-        if line.startswith("#tb 0:"):
-            timebase = Fraction(line.split(":", 1)[1].strip())
-        elif line and not line.startswith("#"):
-            fields = [f.strip() for f in line.split(",")]
-            if fields[0] == "0":
-                pts.append(int(fields[2]))
-                last_duration = int(fields[3])
-    if abs(len(pts) - expected_frames) > 1:
-        return f"{len(pts)} frames decoded, the source has {expected_frames}"
-    jumps = [i for i in range(1, len(pts)) if pts[i] <= pts[i - 1]]
+@dataclass(frozen=True)
+class Timeline:
+    """A stream's packets, in decode order: presentation and decode times, in ``time_base``."""
+
+    pts: list[int]
+    dts: list[int]
+    last_duration: int
+    time_base: Fraction
+
+
+def read_timeline(path: Path) -> Timeline:
+    """Demuxed, not decoded: cheap, and exactly what a player's demuxer will see."""
+    with av.open(str(path), options=OPEN_OPTIONS) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        return Timeline(
+            pts=[int(p.pts if p.pts is not None else p.dts or 0) for p in packets],
+            dts=[int(p.dts if p.dts is not None else p.pts or 0) for p in packets],
+            last_duration=(packets[-1].duration or 0) if packets else 0,
+            time_base=Fraction(stream.time_base or Fraction(1)),
+        )
+
+
+def check_timeline(timeline: Timeline, expected_frames: int, expected_s: float) -> str | None:
+    """Why an assembled stream is not the whole title, or None if it is: every frame there,
+    decode times strictly increasing, no two frames at one instant, the source's duration
+    within a frame (a gap or an overlap at a join shows here)."""
+    frames = len(timeline.pts)
+    if abs(frames - expected_frames) > 1:
+        return f"{frames} frames, the source has {expected_frames}"
+    jumps = [i for i in range(1, frames) if timeline.dts[i] <= timeline.dts[i - 1]]
     if jumps:
         return f"timestamps go backwards at frame {jumps[0]}"
-    duration = float((pts[-1] - pts[0] + last_duration) * timebase) if pts else 0.0
+    if len(set(timeline.pts)) != frames:
+        return "two frames share a presentation time"
+    span = max(timeline.pts) - min(timeline.pts) + timeline.last_duration if frames else 0
+    duration = float(span * timeline.time_base)
     frame_s = expected_s / expected_frames if expected_frames else 0.0
     if abs(duration - expected_s) > frame_s * 1.5:
         return f"lasts {duration:.3f}s, the source {expected_s:.3f}s"
@@ -281,17 +300,15 @@ class ChunkActivities(ActivityBase):
         return media
 
     async def _validate(self, path: Path, input: AssembleInput) -> str | None:
-        report = path.with_suffix(".framecrc")
-        try:
+        try:  # a full decode that stops at the first error (-xerror)
             await self.ffmpeg(
-                ["-y", *input_args(path, "mov"), "-map", "0:v:0", "-f", "framecrc", str(report)],
+                ["-xerror", *input_args(path, "mov"), "-map", "0:v:0", "-f", "null", "-"],
                 total_s=input.expected_duration_s, label=f"check {input.rendition.name}",
             )  # fmt: skip
         except ApplicationError as err:
             return f"it does not decode ({err.message})"
-        text = report.read_text()
-        report.unlink()
-        return check_frames(text, input.expected_frames, input.expected_duration_s)
+        timeline = await asyncio.to_thread(read_timeline, path)
+        return check_timeline(timeline, input.expected_frames, input.expected_duration_s)
 
     # ------------------------------------------------------------------ files and records
 

@@ -34,15 +34,17 @@ class ChunkRangeWorkflow:
     async def run(self, input: ChunkRangeInput) -> ChunkRangeResult:
         results: list[ChunkResult] = []
         queues: list[str] = []
-        pending: set[asyncio.Task[tuple[ChunkResult, str]]] = set()
+        # A list, not a set: commands (cancellations) must go out in the same order on replay.
+        pending: list[asyncio.Task[tuple[ChunkResult, str]]] = []
         peak = 0
         report_every = max(1, len(input.chunks) // PROGRESS_REPORTS)
         reported = 0
 
         async def collect() -> None:
             nonlocal pending, reported
-            done, rest = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            pending = set(rest)
+            await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            done = [task for task in pending if task.done()]
+            pending = [task for task in pending if not task.done()]
             for task in done:
                 result, queue = task.result()  # a chunk out of attempts fails the range
                 results.append(result)
@@ -55,7 +57,7 @@ class ChunkRangeWorkflow:
             for chunk in input.chunks:
                 while len(pending) >= input.window:
                     await collect()
-                pending.add(asyncio.create_task(self._encode(input, chunk)))
+                pending.append(asyncio.create_task(self._encode(input, chunk)))
                 peak = max(peak, len(pending))
             while pending:
                 await collect()
