@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -35,6 +36,7 @@ FLASH_S = 8.0
 FRAME_S = 1 / 30
 SYNC_TOLERANCE_S = FRAME_S + 0.012
 """A frame (video is only sampled that often) plus a little for AAC's own smearing."""
+HISTORIES = Path(__file__).parent / "histories"
 BEEP_LEVEL = 0.3
 """The beep is at 0.8, the background tone at 0.01: any sample above this is the beep."""
 
@@ -127,6 +129,22 @@ def test_chunked_job_keeps_audio_in_sync(stack: Stack, media_dir: Path, ffmpeg: 
         f"audio and video out of sync by {(beep - flash) * 1000:+.1f} ms "
         f"(flash {flash:.4f}s, beep {beep:.4f}s)"
     )
+    if os.environ.get("COSMOS_RECORD_HISTORY"):
+        asyncio.run(record_histories(stack.temporal_address, job_id))
+
+
+async def record_histories(address: str, job_id: str) -> None:
+    """The chunked job's history and its first child's, for tests/test_replay.py."""
+    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    parent = await client.get_workflow_handle(job_id).fetch_history()
+    child = next(
+        e.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+        for e in parent.events
+        if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
+    )
+    first = await client.get_workflow_handle(child).fetch_history()
+    for name, history in (("encode_chunked", parent), ("chunk_range", first)):
+        (HISTORIES / f"{name}.json").write_text(json.dumps(history.to_json_dict(), indent=1))
 
 
 # ---------------------------------------------------------------- a worker killed mid-job
