@@ -21,8 +21,8 @@ import av
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from app.activities.common import ActivityBase, input_args, part_path, sha256_files
-from app.activities.encode import encoder_name, hwaccel_args, video_output_args
+from app.activities.common import input_args, part_path, sha256_files
+from app.activities.encode import EncoderBase, encoder_name, hwaccel_args, video_output_args
 from app.activities.probe import OPEN_OPTIONS, count_frames
 from app.chunking import Keyframe, choose_boundaries, forced_keyframes
 from app.models import (
@@ -36,8 +36,6 @@ from app.models import (
     SplitInput,
 )
 from app.object_store import LocalStore, join, store_for
-from app.queues import EncodeMode
-from app.settings import Settings
 from app.storage import remove_tree, uri_to_path
 
 ASSEMBLY_ERROR = "AssemblyError"
@@ -116,13 +114,8 @@ def check_timeline(timeline: Timeline, expected_frames: int, expected_s: float) 
     return None
 
 
-class ChunkActivities(ActivityBase):
-    """``mode`` is what the queue this worker serves promises (see EncodeActivities)."""
-
-    def __init__(self, settings: Settings, mode: EncodeMode = "cpu", threads: int = 0) -> None:
-        super().__init__(settings)
-        self.mode = mode
-        self.threads = threads
+class ChunkActivities(EncoderBase):
+    """A title cut into chunks, each encoded into every rendition of a codec, then joined."""
 
     # ------------------------------------------------------------------ split
 

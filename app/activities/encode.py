@@ -141,13 +141,18 @@ def audio_output_args(out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-class EncodeActivities(ActivityBase):
-    """Encodes on this worker's hardware: ``mode`` is what the queue it serves promises."""
+class EncoderBase(ActivityBase):
+    """Encodes on this worker's hardware: ``mode`` is what the queue it serves promises,
+    ``threads`` the encoder threads per process that the worker's concurrency leaves."""
 
     def __init__(self, settings: Settings, mode: EncodeMode = "cpu", threads: int = 0) -> None:
         super().__init__(settings)
         self.mode = mode
         self.threads = threads
+
+
+class EncodeActivities(EncoderBase):
+    """A rendition in one piece (short titles, chunking off), and the audio."""
 
     @activity.defn(name="encode_video")
     async def encode_video(self, input: EncodeVideoInput) -> EncodedMedia:
