@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import pytest
+from prometheus_client import REGISTRY
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -263,6 +264,23 @@ async def test_assembled_renditions_equal_the_source_with_keyframes_on_the_grid(
         grid = {float(t) for t in range(0, 10, plan.segment_seconds)}
         assert grid <= keys, "a keyframe at every segment start, as without chunking"
         assert {round(t, 2) for t in chunks.starts_s} <= keys
+
+
+async def test_chunk_encodes_are_measured_by_rendition_set_not_chunk_number(
+    settings: Settings, scene_source: Path
+) -> None:
+    """A metric label per chunk would grow without bound with a feature film."""
+    job, probe, plan = await prepare(settings, scene_source)
+    chunks = await split(settings, job, probe)
+    await encode_all(settings, job, plan, chunks)
+    labels = {
+        sample.labels["rendition"]
+        for metric in REGISTRY.collect()
+        if metric.name == "cosmos_encode_seconds"
+        for sample in metric.samples
+    }
+    assert "+".join(r.name for r in plan.renditions) in labels
+    assert not any(label.startswith("chunk") for label in labels), labels
 
 
 async def test_a_finished_chunk_is_never_encoded_again_and_a_damaged_one_is(

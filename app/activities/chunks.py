@@ -213,7 +213,8 @@ class ChunkActivities(EncoderBase):
             in_args = [*hwaccel_args(self.mode, input.rotation), *input_args(src, "mov")]
             try:
                 await self.ffmpeg(["-y", *in_args, *out_args], total_s=chunk.duration_s,
-                                  label=f"chunk {chunk.index}")  # fmt: skip
+                                  label=f"chunk {chunk.index}",
+                                  metric="+".join(r.name for r in todo))  # fmt: skip
             except BaseException:
                 for part in parts.values():
                     part.unlink(missing_ok=True)

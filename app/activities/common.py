@@ -64,8 +64,13 @@ class ActivityBase:
             await asyncio.to_thread(store.download, uri, local)
         return local
 
-    async def ffmpeg(self, args: Sequence[str], *, total_s: float, label: str) -> None:
-        """Run ffmpeg, heartbeating its progress so the job shows it and cancellation reaches it."""
+    async def ffmpeg(
+        self, args: Sequence[str], *, total_s: float, label: str, metric: str | None = None
+    ) -> None:
+        """Run ffmpeg, heartbeating its progress so the job shows it and cancellation reaches it.
+
+        ``label`` names the run in heartbeats and traces; ``metric`` (default: the label) in
+        metrics, where it must come from a small set (not a chunk number)."""
 
         last: list[Progress] = []
 
@@ -87,7 +92,8 @@ class ActivityBase:
         except FfmpegError as err:
             raise ApplicationError(str(err), type="FfmpegError") from None
         speed = last[0].speed if last else None
-        observe_encode(label, activity.info().activity_type, time.monotonic() - started, speed)
+        elapsed = time.monotonic() - started
+        observe_encode(metric or label, activity.info().activity_type, elapsed, speed)
 
 
 def part_path(path: Path) -> Path:
