@@ -48,7 +48,7 @@ from app.models import (
     VideoInfo,
     WorkflowState,
 )
-from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
+from app.queues import CPU_QUEUE, WORKFLOW_QUEUE, mode_of, nvenc_queue
 from app.workflows.chunks import ChunkRangeWorkflow
 from app.workflows.encode import EncodeWorkflow
 
@@ -69,6 +69,7 @@ class ChunkStand:
     chunk_s: float = 2.0
     encode_s: float = 0.05
     fail_chunk: Callable[[int, int], bool] = lambda index, attempt: False
+    route_to: str = CPU_QUEUE
     block: bool = False
     attempts: dict[int, int] = field(default_factory=dict)
     running: int = 0
@@ -99,9 +100,8 @@ class ChunkStand:
 
         @activity.defn(name="route_encodes")
         async def route(input: RouteInput) -> list[Route]:
-            return [
-                Route(codec=c, queue=CPU_QUEUE, mode="cpu", reason="test") for c in input.codecs
-            ]
+            return [Route(codec=c, queue=self.route_to, mode=mode_of(self.route_to), reason="")
+                    for c in input.codecs]  # fmt: skip
 
         @activity.defn(name="split_source")
         async def split(input: SplitInput) -> ChunkPlan:
@@ -273,6 +273,33 @@ async def test_cancelling_a_chunked_job_stops_every_chunk_then_compensates(
     assert max(stand.events.index(e) for e in cancelled) < stand.events.index("cleanup")
     assert stand.events[-1] == "notify CANCELLED"
     assert stand.running == 0
+
+
+async def test_chunks_no_gpu_worker_takes_fall_back_to_the_cpu_pool(
+    client: Client, serve: Any
+) -> None:
+    stand = ChunkStand(route_to=nvenc_queue("h264"))
+    await serve(stand)
+    result: EncodeResult = await (
+        await start(client, chunked_job(gpu_schedule_to_start_s=1))
+    ).result()
+    assert sorted(stand.attempts) == list(range(stand.count))
+    assert {r.queue for r in result.renditions} == {CPU_QUEUE}, "where the chunks really ran"
+
+
+async def test_chunks_asked_on_gpu_and_not_picked_up_fail_with_the_reason(
+    client: Client, serve: Any
+) -> None:
+    stand = ChunkStand(route_to=nvenc_queue("h264"))
+    await serve(stand)
+    handle = await start(client, chunked_job(accelerator="gpu", gpu_schedule_to_start_s=1))
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert isinstance(info.value.cause, ApplicationError)
+    assert info.value.cause.type == "NoCapablePool"
+    assert "no GPU worker on cosmos-gpu-nvenc-h264 took chunk" in info.value.cause.message
+    assert stand.attempts == {}
+    assert stand.events[-2:] == ["cleanup", "notify FAILED"]
 
 
 async def test_progress_counts_chunks_while_encoding(client: Client, serve: Any) -> None:
