@@ -242,56 +242,53 @@ class ChunkActivities(EncoderBase):
         the whole title: all frames, increasing timestamps, the source's duration."""
         name = input.rendition.name
         target = join(input.scratch_uri, input.job_id, "video", f"{name}.mp4")
-        out = self._local(target, input.job_id)
-        if not await self._done(target, input.job_id):
-            folder = self._local(join(input.scratch_uri, input.job_id, "video", name),
-                                 input.job_id)  # fmt: skip
-            names = []
-            for i in range(input.chunks):
-                uri = chunk_output_uri(input.scratch_uri, input.job_id, input.rendition, i)
-                if await self._done(uri, input.job_id) is None:
-                    raise ApplicationError(f"chunk {i} of {name} is missing or damaged")
-                names.append((await self._fetch(uri, input.job_id)).name)
-            listing = folder / "concat.txt"
-            listing.write_text("".join(f"file '{n}'\n" for n in names))
-            part = part_path(out)
-            try:
-                await self.ffmpeg(
-                    ["-y", "-protocol_whitelist", "file", "-f", "concat", "-safe", "1",
-                     "-i", f"file:{listing}", "-c", "copy", "-map_metadata", "-1",
-                     "-movflags", "+faststart", "-f", "mp4", str(part)],
-                    total_s=input.expected_duration_s, label=f"assemble {name}",
-                )  # fmt: skip
-                problem = await self._validate(part, input)
-            except BaseException:
-                part.unlink(missing_ok=True)
-                raise
-            if problem:
-                part.unlink(missing_ok=True)
-                raise ApplicationError(
-                    f"assembled {name} is not whole: {problem}",
-                    type=ASSEMBLY_ERROR,
-                    non_retryable=True,
-                )
-            await self._commit(part, target, input.job_id, name)
-            if not isinstance(store_for(target, self.settings), LocalStore):
-                await asyncio.to_thread(shutil.rmtree, folder, True)
-        local = out.exists()
-        if not local:
-            await asyncio.to_thread(store_for(target, self.settings).download, target, out)
-        frames, duration = await asyncio.to_thread(count_frames, out)
-        media = EncodedMedia(
+        record = await self._done(target, input.job_id)
+        if record is None:
+            record = await self._join(input, target)
+        rate = Fraction(input.rendition.settings.frame_rate)
+        return EncodedMedia(
             name=name,
             uri=target,
-            size_bytes=out.stat().st_size,
-            duration_s=duration,
-            frames=frames,
-            checksum=await sha256_files([out]),
+            size_bytes=record.size_bytes,
+            duration_s=round(float(record.frames / rate), 6),
+            frames=record.frames,
+            checksum=record.checksum,
             encoder=input.rendition.settings.encoder,
         )
+
+    async def _join(self, input: AssembleInput, target: str) -> ChunkOutput:
+        name = input.rendition.name
+        folder = self._local(join(input.scratch_uri, input.job_id, "video", name), input.job_id)
+        names = []
+        for i in range(input.chunks):
+            uri = chunk_output_uri(input.scratch_uri, input.job_id, input.rendition, i)
+            if await self._done(uri, input.job_id) is None:
+                raise ApplicationError(f"chunk {i} of {name} is missing or damaged")
+            names.append((await self._fetch(uri, input.job_id)).name)
+        listing = folder / "concat.txt"
+        listing.write_text("".join(f"file '{n}'\n" for n in names))
+        part = part_path(self._local(target, input.job_id))
+        try:
+            await self.ffmpeg(
+                ["-y", "-protocol_whitelist", "file", "-f", "concat", "-safe", "1",
+                 "-i", f"file:{listing}", "-c", "copy", "-map_metadata", "-1",
+                 "-movflags", "+faststart", "-f", "mp4", str(part)],
+                total_s=input.expected_duration_s, label=f"assemble {name}",
+            )  # fmt: skip
+            problem = await self._validate(part, input)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        if problem:
+            part.unlink(missing_ok=True)
+            raise ApplicationError(
+                f"assembled {name} is not whole: {problem}", type=ASSEMBLY_ERROR, non_retryable=True
+            )
+        record = await self._commit(part, target, input.job_id, name)
+        self._drop_copy(target, input.job_id)
         if not isinstance(store_for(target, self.settings), LocalStore):
-            out.unlink()
-        return media
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+        return record
 
     async def _validate(self, path: Path, input: AssembleInput) -> str | None:
         try:  # a full decode that stops at the first error (-xerror)
