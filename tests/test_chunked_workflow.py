@@ -292,7 +292,10 @@ async def test_chunks_asked_on_gpu_and_not_picked_up_fail_with_the_reason(
 ) -> None:
     stand = ChunkStand(route_to=nvenc_queue("h264"))
     await serve(stand)
-    handle = await start(client, chunked_job(accelerator="gpu", gpu_schedule_to_start_s=1))
+    # One chunk in flight: with several, their schedule-to-start timeouts race the cancel of
+    # the others, which the Java test server mishandles (ACTIVITY_UNKNOWN, then a hang).
+    job = chunked_job(accelerator="gpu", gpu_schedule_to_start_s=1, window=1)
+    handle = await start(client, job)
     with pytest.raises(WorkflowFailureError) as info:
         await handle.result()
     assert isinstance(info.value.cause, ApplicationError)
