@@ -256,7 +256,7 @@ class SplitInput(Strict):
     duration_s: float
     chunk_seconds: float
     min_chunk_seconds: float
-    segment_seconds: int | None = None
+    segment_seconds: int = Field(description="Cuts prefer this grid: they add no keyframe.")
 
 
 class ChunkPlan(Strict):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import av
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from app.activities.common import input_args, part_path, sha256_files
+from app.activities.common import discarded_on_error, input_args, part_path, sha256_files
 from app.activities.encode import EncoderBase, encoder_name, hwaccel_args, video_output_args
 from app.activities.probe import OPEN_OPTIONS, count_frames
 from app.chunking import Keyframe, choose_boundaries, forced_keyframes
@@ -114,6 +113,11 @@ def check_timeline(timeline: Timeline, expected_frames: int, expected_s: float) 
     return None
 
 
+def _whole(input: SplitInput) -> ChunkPlan:
+    """The plan of a title encoded in one piece: nothing was cut or copied."""
+    return ChunkPlan(starts_s=[0.0], duration_s=input.duration_s, frames=0, scene_cuts=0)
+
+
 class ChunkActivities(EncoderBase):
     """A title cut into chunks, each encoded into every rendition of a codec, then joined."""
 
@@ -138,9 +142,10 @@ class ChunkActivities(EncoderBase):
             grid_s=input.segment_seconds,
         )
         if len(starts) < 2:
-            return ChunkPlan(starts_s=[0.0], duration_s=input.duration_s, frames=0, scene_cuts=0)
+            return _whole(input)
 
-        part = part_path(self._local(join(input.scratch_uri, input.job_id, "chunks"), input.job_id))
+        chunks_dir = join(input.scratch_uri, input.job_id, "chunks")
+        part = part_path(self.scratch_path(chunks_dir, input.job_id))
         part.mkdir(parents=True)
         times = ",".join(f"{t - SPLIT_EPSILON_S:.6f}" for t in starts[1:])
         await self.ffmpeg(
@@ -153,19 +158,16 @@ class ChunkActivities(EncoderBase):
         if len(files) != len(starts):  # a cut missed its keyframe: encode the title whole
             activity.logger.warning("split made %d chunks, not %d", len(files), len(starts))
             await asyncio.to_thread(remove_tree, part)
-            return ChunkPlan(starts_s=[0.0], duration_s=input.duration_s, frames=0, scene_cuts=0)
-        counts = await asyncio.gather(*(asyncio.to_thread(count_frames, f) for f in files))
-        plan = ChunkPlan(
-            starts_s=starts,
-            duration_s=input.duration_s,
-            frames=sum(frames for frames, _ in counts),
-            scene_cuts=scene_cuts,
-        )
+            return _whole(input)
+        frames = 0
         for i, path in enumerate(files):
             uri = chunk_uri(input.scratch_uri, input.job_id, i)
-            await self._commit(path, uri, input.job_id, f"chunk {i}")
-            self._drop_copy(uri, input.job_id)
+            frames += (await self._commit(path, uri, input.job_id, f"chunk {i}")).frames
+            self.drop_copy(uri, input.job_id)
         await asyncio.to_thread(remove_tree, part)
+        plan = ChunkPlan(
+            starts_s=starts, duration_s=input.duration_s, frames=frames, scene_cuts=scene_cuts
+        )
         await self._write_text(plan_uri, plan.model_dump_json(), input.job_id)
         return plan
 
@@ -197,9 +199,11 @@ class ChunkActivities(EncoderBase):
         done = {r.name: await self._done(targets[r.name], input.job_id) for r in input.renditions}
         todo = [r for r in input.renditions if done[r.name] is None]
         if todo:
-            src = await self._fetch(chunk_uri(input.scratch_uri, input.job_id, chunk.index),
+            src = await self.fetch(chunk_uri(input.scratch_uri, input.job_id, chunk.index),
                                     input.job_id)  # fmt: skip
-            parts = {r.name: part_path(self._local(targets[r.name], input.job_id)) for r in todo}
+            parts = {
+                r.name: part_path(self.scratch_path(targets[r.name], input.job_id)) for r in todo
+            }
             for part in parts.values():
                 part.parent.mkdir(parents=True, exist_ok=True)
             out_args = video_output_args(
@@ -211,20 +215,16 @@ class ChunkActivities(EncoderBase):
                                              input.segment_seconds),
             )  # fmt: skip
             in_args = [*hwaccel_args(self.mode, input.rotation), *input_args(src, "mov")]
-            try:
+            with discarded_on_error(*parts.values()):
                 await self.ffmpeg(["-y", *in_args, *out_args], total_s=chunk.duration_s,
                                   label=f"chunk {chunk.index}",
                                   metric="+".join(r.name for r in todo))  # fmt: skip
-            except BaseException:
-                for part in parts.values():
-                    part.unlink(missing_ok=True)
-                raise
             for r in todo:
                 done[r.name] = await self._commit(
                     parts[r.name], targets[r.name], input.job_id, r.name
                 )
-                self._drop_copy(targets[r.name], input.job_id)
-            self._drop_copy(chunk_uri(input.scratch_uri, input.job_id, chunk.index), input.job_id)
+                self.drop_copy(targets[r.name], input.job_id)
+            self.drop_copy(chunk_uri(input.scratch_uri, input.job_id, chunk.index), input.job_id)
         outputs = [done[r.name] for r in input.renditions]
         return ChunkResult(
             index=chunk.index,
@@ -258,17 +258,18 @@ class ChunkActivities(EncoderBase):
 
     async def _join(self, input: AssembleInput, target: str) -> ChunkOutput:
         name = input.rendition.name
-        folder = self._local(join(input.scratch_uri, input.job_id, "video", name), input.job_id)
+        folder_uri = join(input.scratch_uri, input.job_id, "video", name)
+        folder = self.scratch_path(folder_uri, input.job_id)
         names = []
         for i in range(input.chunks):
             uri = chunk_output_uri(input.scratch_uri, input.job_id, input.rendition, i)
             if await self._done(uri, input.job_id) is None:
                 raise ApplicationError(f"chunk {i} of {name} is missing or damaged")
-            names.append((await self._fetch(uri, input.job_id)).name)
+            names.append((await self.fetch(uri, input.job_id)).name)
         listing = folder / "concat.txt"
         listing.write_text("".join(f"file '{n}'\n" for n in names))
-        part = part_path(self._local(target, input.job_id))
-        try:
+        part = part_path(self.scratch_path(target, input.job_id))
+        with discarded_on_error(part):
             await self.ffmpeg(
                 ["-y", "-protocol_whitelist", "file", "-f", "concat", "-safe", "1",
                  "-i", f"file:{listing}", "-c", "copy", "-map_metadata", "-1",
@@ -276,16 +277,14 @@ class ChunkActivities(EncoderBase):
                 total_s=input.expected_duration_s, label=f"assemble {name}",
             )  # fmt: skip
             problem = await self._validate(part, input)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        if problem:
-            part.unlink(missing_ok=True)
-            raise ApplicationError(
-                f"assembled {name} is not whole: {problem}", type=ASSEMBLY_ERROR, non_retryable=True
-            )
+            if problem:
+                raise ApplicationError(
+                    f"assembled {name} is not whole: {problem}",
+                    type=ASSEMBLY_ERROR,
+                    non_retryable=True,
+                )
         record = await self._commit(part, target, input.job_id, name)
-        self._drop_copy(target, input.job_id)
+        self.drop_copy(target, input.job_id)
         if not isinstance(store_for(target, self.settings), LocalStore):
             await asyncio.to_thread(shutil.rmtree, folder, True)
         return record
@@ -303,23 +302,6 @@ class ChunkActivities(EncoderBase):
 
     # ------------------------------------------------------------------ files and records
 
-    def _local(self, uri: str, job_id: str) -> Path:
-        """Where ``uri`` lives on this worker: itself for local scratch, else a work copy."""
-        if isinstance(store_for(uri, self.settings), LocalStore):
-            return uri_to_path(uri)
-        return self.work_dir(job_id) / uri.split(f"/{job_id}/", 1)[1]
-
-    def _drop_copy(self, uri: str, job_id: str) -> None:
-        """Free this worker's disk of a work copy once the object store has the file."""
-        if not isinstance(store_for(uri, self.settings), LocalStore):
-            self._local(uri, job_id).unlink(missing_ok=True)
-
-    async def _fetch(self, uri: str, job_id: str) -> Path:
-        path = self._local(uri, job_id)
-        if not path.exists():
-            await asyncio.to_thread(store_for(uri, self.settings).download, uri, path)
-        return path
-
     async def _commit(self, part: Path, uri: str, job_id: str, name: str) -> ChunkOutput:
         """Rename into place (and upload), then write the record that proves it whole. If
         another attempt (one that outlived its heartbeat) committed first, its work stands."""
@@ -327,12 +309,7 @@ class ChunkActivities(EncoderBase):
         if existing is not None:
             part.unlink(missing_ok=True)
             return existing
-        path = self._local(uri, job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(part, path)
-        store = store_for(uri, self.settings)
-        if not isinstance(store, LocalStore):
-            await asyncio.to_thread(store.upload, path, uri)
+        path = await self.place(part, uri, job_id)
         frames, _ = await asyncio.to_thread(count_frames, path)
         record = ChunkOutput(
             name=name,
@@ -363,15 +340,10 @@ class ChunkActivities(EncoderBase):
         return record
 
     async def _read_text(self, uri: str, job_id: str) -> str:
-        path = await self._fetch(uri, job_id)
-        return path.read_text()
+        return (await self.fetch(uri, job_id)).read_text()
 
     async def _write_text(self, uri: str, text: str, job_id: str) -> None:
-        path = self._local(uri, job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        store = store_for(uri, self.settings)
-        if not isinstance(store, LocalStore):
-            await asyncio.to_thread(store.upload, path, uri)
+        part = part_path(self.scratch_path(uri, job_id))
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_text(text)
+        await self.place(part, uri, job_id)

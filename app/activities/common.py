@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from temporalio import activity
@@ -15,9 +17,10 @@ from temporalio.exceptions import ApplicationError
 from app.activities.ffmpeg import FfmpegError, ffmpeg_binary, run_ffmpeg
 from app.metrics import observe_encode
 from app.models import Progress
-from app.object_store import store_for
+from app.object_store import LocalStore, store_for
 from app.settings import Settings
 from app.sources import SourceError, check_s3_source, source_path
+from app.storage import uri_to_path
 
 INVALID_SOURCE = "InvalidSource"
 """Failure type for bad input: never retried."""
@@ -36,6 +39,39 @@ class ActivityBase:
     def work_dir(self, job_id: str) -> Path:
         """This worker's local files for a job (downloads, encodes before upload)."""
         return self.settings.data_path / "work" / job_id
+
+    # ---------------------------------------------------------------- scratch files
+    # Activities work on local files. Scratch on a local store *is* local; on S3 each worker
+    # keeps a work copy under work_dir and moves files with the store.
+
+    def scratch_path(self, uri: str, job_id: str) -> Path:
+        """Where the scratch object ``uri`` lives on this worker."""
+        if isinstance(store_for(uri, self.settings), LocalStore):
+            return uri_to_path(uri)
+        return self.work_dir(job_id) / uri.split(f"/{job_id}/", 1)[1]
+
+    async def fetch(self, uri: str, job_id: str) -> Path:
+        """The object as a local file, downloaded once."""
+        path = self.scratch_path(uri, job_id)
+        if not path.exists():
+            await asyncio.to_thread(store_for(uri, self.settings).download, uri, path)
+        return path
+
+    async def place(self, finished: Path, uri: str, job_id: str) -> Path:
+        """Rename a finished file into place and (S3) upload it: whoever sees the object sees
+        it whole, so its existence can mean "done"."""
+        path = self.scratch_path(uri, job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(finished, path)
+        store = store_for(uri, self.settings)
+        if not isinstance(store, LocalStore):
+            await asyncio.to_thread(store.upload, path, uri)
+        return path
+
+    def drop_copy(self, uri: str, job_id: str) -> None:
+        """Free this worker's disk of a work copy once the object store has the file."""
+        if not isinstance(store_for(uri, self.settings), LocalStore):
+            self.scratch_path(uri, job_id).unlink(missing_ok=True)
 
     async def local_source(self, uri: str, job_id: str) -> Path:
         """The source as a local file: a checked path, or an S3 object streamed to disk once."""
@@ -100,6 +136,17 @@ def part_path(path: Path) -> Path:
     """Where one attempt writes before committing: its own name, so two attempts of the same
     work (a worker that outlived its heartbeat, and the retry) never write one file."""
     return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.part")
+
+
+@contextmanager
+def discarded_on_error(*paths: Path) -> Iterator[None]:
+    """Partial files of a run that failed or was cancelled are removed, never left behind."""
+    try:
+        yield
+    except BaseException:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def input_args(path: Path, container: str | None = None) -> list[str]:

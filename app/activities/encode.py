@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,18 @@ from typing import Any
 import ffmpeg as ffmpeg_lib
 from temporalio import activity
 
-from app.activities.common import ActivityBase, input_args, part_path, sha256_files
+from app.activities.common import (
+    ActivityBase,
+    discarded_on_error,
+    input_args,
+    part_path,
+    sha256_files,
+)
 from app.activities.probe import count_frames
 from app.models import EncodeAudioInput, EncodedMedia, EncodeVideoInput, Rendition
-from app.object_store import LocalStore, join, store_for
+from app.object_store import join, store_for
 from app.queues import EncodeMode
 from app.settings import Settings
-from app.storage import uri_to_path
 
 AUDIO_BITRATE_KBPS = 128
 AUDIO_SAMPLE_RATE = 48000
@@ -188,27 +192,18 @@ class EncodeActivities(EncoderBase):
         name: str,
         duration_s: float,
     ) -> EncodedMedia:
-        """Encode to ``<out>.part``, rename, and (for S3 scratch) upload: an object at the
-        target is always whole, so a retry after a crash between the upload and the completion
-        report does not encode again."""
+        """Encode to a partial file, then place it: an object at the target is always whole,
+        so a retry after a crash between the upload and the completion report does not encode
+        again."""
         target = join(scratch_uri, job_id, relative)
-        store = store_for(target, self.settings)
-        local = isinstance(store, LocalStore)
-        out = uri_to_path(target) if local else self.work_dir(job_id) / relative
-        if await asyncio.to_thread(store.exists, target):
-            if not out.exists():
-                await asyncio.to_thread(store.download, target, out)
+        if await asyncio.to_thread(store_for(target, self.settings).exists, target):
+            out = await self.fetch(target, job_id)
         else:
-            part = part_path(out)
+            part = part_path(self.scratch_path(target, job_id))
             part.parent.mkdir(parents=True, exist_ok=True)
-            try:
+            with discarded_on_error(part):
                 await self.ffmpeg(["-y", *in_args, *out_args(part)], total_s=duration_s, label=name)
-            except BaseException:
-                part.unlink(missing_ok=True)
-                raise
-            os.replace(part, out)
-            if not local:
-                await asyncio.to_thread(store.upload, out, target)
+            out = await self.place(part, target, job_id)
         frames, duration = await asyncio.to_thread(count_frames, out)
         media = EncodedMedia(
             name=name,
@@ -218,6 +213,5 @@ class EncodeActivities(EncoderBase):
             frames=frames,
             checksum=await sha256_files([out]),
         )
-        if not local:
-            out.unlink()  # the object store has it; keep this worker's disk free
+        self.drop_copy(target, job_id)
         return media

@@ -62,12 +62,12 @@ class PackageActivities(ActivityBase):
         staging_uri = join(input.scratch_uri, input.job_id, "package")
         store = store_for(staging_uri, self.settings)
         local = isinstance(store, LocalStore)
-        staging = uri_to_path(staging_uri) if local else self.work_dir(input.job_id) / "package"
+        staging = self.scratch_path(staging_uri, input.job_id)
         if staging.exists():  # a retry starts from nothing, never from half a package
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
         media = [*input.videos, *([input.audio] if input.audio else [])]
-        paths = [await self._local(m.uri, input.job_id) for m in media]
+        paths = [await self.fetch(m.uri, input.job_id) for m in media]
         videos, audio = paths[: len(input.videos)], paths[len(input.videos) :]
         await self.ffmpeg(
             package_args(videos, audio[0] if audio else None, staging, input.segment_seconds),
@@ -92,15 +92,6 @@ class PackageActivities(ActivityBase):
             checksums=checksums,
             sizes=sizes,
         )
-
-    async def _local(self, uri: str, job_id: str) -> Path:
-        store = store_for(uri, self.settings)
-        if isinstance(store, LocalStore):
-            return uri_to_path(uri)
-        path = self.work_dir(job_id) / "media" / uri.rsplit("/", 1)[-1]
-        if not path.exists():
-            await asyncio.to_thread(store.download, uri, path)
-        return path
 
     @activity.defn(name="publish_manifest")
     async def publish_manifest(self, input: PublishInput) -> Manifests:

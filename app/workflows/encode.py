@@ -75,7 +75,6 @@ class EncodeWorkflow:
         self._visible = False
         self._chunks_done: dict[str, dict[str, int]] = {}
         """codec -> chunk-range child workflow ID -> chunks it finished"""
-        self._chunks_total = 0
 
     @workflow.query
     def state(self) -> WorkflowState:
@@ -257,7 +256,6 @@ class EncodeWorkflow:
         codecs = sorted({r.codec for r in plan.renditions})
         spans = ranges(chunks.count)
         window = window_share(job.window, len(codecs) * len(spans))
-        self._chunks_total = chunks.count
         children = []
         for codec in codecs:
             renditions = [r for r in plan.renditions if r.codec == codec]
@@ -326,7 +324,7 @@ class EncodeWorkflow:
         for state in self._state.renditions:
             if state.codec == codec:
                 state.chunks_done = finished
-                state.progress = chunk_progress(finished, self._chunks_total)
+                state.progress = chunk_progress(finished, state.chunks_total or 0)
 
     async def _assemble(
         self, job: EncodeJob, probe: ProbeResult, plan: Plan, chunks: ChunkPlan
