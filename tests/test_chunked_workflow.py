@@ -21,7 +21,6 @@ from app.chunking import ranges
 from app.ladder import plan_renditions
 from app.models import (
     AssembleInput,
-    AudioInfo,
     ChunkOutput,
     ChunkPlan,
     ChunkRangeResult,
@@ -45,12 +44,12 @@ from app.models import (
     Route,
     RouteInput,
     SplitInput,
-    VideoInfo,
     WorkflowState,
 )
 from app.queues import CPU_QUEUE, WORKFLOW_QUEUE, mode_of, nvenc_queue
 from app.workflows.chunks import ChunkRangeWorkflow
 from app.workflows.encode import EncodeWorkflow
+from tests.test_workflow import probe_result
 
 LADDER = ["1080p", "720p", "540p", "480p", "360p", "240p"]
 
@@ -84,15 +83,7 @@ class ChunkStand:
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="probe_source")
         async def probe(input: ProbeInput) -> ProbeResult:
-            return ProbeResult(
-                container="mov", duration_s=self.duration_s, size_bytes=1,
-                video=VideoInfo(codec="h264", width=1920, height=1080, sample_aspect_ratio="1:1",
-                                display_aspect_ratio="16:9", rotation=0, frame_rate="30/1",
-                                display_width=1920, display_height=1080),
-                audio=AudioInfo(codec="aac", channels=2, channel_layout="stereo",
-                                sample_rate=48000),
-                streams=[],
-            )  # fmt: skip
+            return probe_result().model_copy(update={"duration_s": self.duration_s})
 
         @activity.defn(name="plan_renditions")
         async def plan(input: PlanInput) -> Plan:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from app.models import (
     PlanInput,
     ProbeInput,
     ProbeResult,
+    Rendition,
     SplitInput,
 )
 from app.samples import make_video
@@ -226,9 +228,20 @@ async def test_split_is_a_stream_copy_cut_on_keyframes_preferring_the_scene_cut(
     assert again == plan, "a retried split finds its committed plan"
 
 
-async def encode_all(
-    settings: Settings, job: EncodeJob, plan: Plan, chunks: ChunkPlan
-) -> list[EncodeChunkInput]:
+@dataclass
+class Encoded:
+    """A title split and every chunk encoded: where each test about its outputs starts."""
+
+    job: EncodeJob
+    probe: ProbeResult
+    plan: Plan
+    chunks: ChunkPlan
+    requests: list[EncodeChunkInput]
+
+
+async def encode_all(settings: Settings, source: Path) -> Encoded:
+    job, probe, plan = await prepare(settings, source)
+    chunks = await split(settings, job, probe)
     requests = [
         EncodeChunkInput(job_id=job.job_id, scratch_uri=job.scratch_uri, chunk=chunks.chunk(i),
                          renditions=plan.renditions, segment_seconds=plan.segment_seconds)
@@ -236,25 +249,30 @@ async def encode_all(
     ]  # fmt: skip
     for request in requests:
         await ActivityEnvironment().run(ChunkActivities(settings).encode_chunk, request)
-    return requests
+    return Encoded(job, probe, plan, chunks, requests)
+
+
+async def assemble(settings: Settings, encoded: Encoded, rendition: Rendition) -> EncodedMedia:
+    frames = encoded.chunks.frames
+    media: EncodedMedia = await ActivityEnvironment().run(
+        ChunkActivities(settings).assemble,
+        AssembleInput(
+            job_id=encoded.job.job_id, scratch_uri=encoded.job.scratch_uri, rendition=rendition,
+            chunks=encoded.chunks.count, expected_frames=frames,
+            expected_duration_s=float(frames / Fraction(encoded.probe.video.frame_rate)),
+        ),
+    )  # fmt: skip
+    return media
 
 
 async def test_assembled_renditions_equal_the_source_with_keyframes_on_the_grid(
     settings: Settings, scene_source: Path
 ) -> None:
-    job, probe, plan = await prepare(settings, scene_source)
-    chunks = await split(settings, job, probe)
-    await encode_all(settings, job, plan, chunks)
-    rate = Fraction(probe.video.frame_rate)
+    encoded = await encode_all(settings, scene_source)
+    chunks, plan = encoded.chunks, encoded.plan
+    rate = Fraction(encoded.probe.video.frame_rate)
     for rendition in plan.renditions:
-        media: EncodedMedia = await ActivityEnvironment().run(
-            ChunkActivities(settings).assemble,
-            AssembleInput(
-                job_id=job.job_id, scratch_uri=job.scratch_uri, rendition=rendition,
-                chunks=chunks.count, expected_frames=chunks.frames,
-                expected_duration_s=float(chunks.frames / rate),
-            ),
-        )  # fmt: skip
+        media = await assemble(settings, encoded, rendition)
         assert abs(media.frames - chunks.frames) <= 1
         assert media.duration_s == pytest.approx(float(chunks.frames / rate), abs=1 / 30)
         packets = video_packets(uri_to_path(media.uri))
@@ -270,9 +288,7 @@ async def test_chunk_encodes_are_measured_by_rendition_set_not_chunk_number(
     settings: Settings, scene_source: Path
 ) -> None:
     """A metric label per chunk would grow without bound with a feature film."""
-    job, probe, plan = await prepare(settings, scene_source)
-    chunks = await split(settings, job, probe)
-    await encode_all(settings, job, plan, chunks)
+    plan = (await encode_all(settings, scene_source)).plan
     labels = {
         sample.labels["rendition"]
         for metric in REGISTRY.collect()
@@ -286,9 +302,8 @@ async def test_chunk_encodes_are_measured_by_rendition_set_not_chunk_number(
 async def test_a_finished_chunk_is_never_encoded_again_and_a_damaged_one_is(
     settings: Settings, scene_source: Path
 ) -> None:
-    job, probe, plan = await prepare(settings, scene_source)
-    chunks = await split(settings, job, probe)
-    requests = await encode_all(settings, job, plan, chunks)
+    encoded = await encode_all(settings, scene_source)
+    job, plan, chunks, requests = encoded.job, encoded.plan, encoded.chunks, encoded.requests
     outputs = {
         (r.name, i): uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, r, i))
         for r in plan.renditions
@@ -309,18 +324,12 @@ async def test_a_finished_chunk_is_never_encoded_again_and_a_damaged_one_is(
 
 
 async def test_assembly_refuses_a_missing_chunk(settings: Settings, scene_source: Path) -> None:
-    job, probe, plan = await prepare(settings, scene_source)
-    chunks = await split(settings, job, probe)
-    await encode_all(settings, job, plan, chunks)
-    rendition = next(r for r in plan.renditions if r.name == "small")
+    encoded = await encode_all(settings, scene_source)
+    job = encoded.job
+    rendition = next(r for r in encoded.plan.renditions if r.name == "small")
     uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, rendition, 1)).unlink()
     with pytest.raises(ApplicationError, match="chunk 1 of small is missing"):
-        await ActivityEnvironment().run(
-            ChunkActivities(settings).assemble,
-            AssembleInput(job_id=job.job_id, scratch_uri=job.scratch_uri, rendition=rendition,
-                          chunks=chunks.count, expected_frames=chunks.frames,
-                          expected_duration_s=10.0),
-        )  # fmt: skip
+        await assemble(settings, encoded, rendition)
     assert not uri_to_path(f"{job.scratch_uri}/{job.job_id}/video/small.mp4").exists()
 
 
