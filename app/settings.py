@@ -132,12 +132,17 @@ class Settings(BaseSettings):
     def resolved_scratch_uri(self) -> str:
         return self.scratch_uri or (self.data_path / "scratch").as_uri()
 
-    def worker_concurrency(self) -> int:
-        """Sized from this machine's cores and memory by the encode's resource shape, plus one
-        slot so that probes and bookkeeping are not stuck behind encodes."""
+    def encode_slots(self) -> int:
+        """Encodes sized to run at once: the operator's figure, else what this machine's cores
+        and memory fit by the encode's resource shape. Encoder threads are cut to fit these."""
         from app.resources import ENCODE_CPU, cpu_slots
 
-        return self.worker_max_activities or cpu_slots(ENCODE_CPU) + 1
+        return self.worker_max_activities or cpu_slots(ENCODE_CPU)
+
+    def worker_concurrency(self) -> int:
+        """The encode slots plus one, so that probes and bookkeeping are not stuck behind
+        encodes (and do not halve every encoder's threads)."""
+        return self.worker_max_activities or self.encode_slots() + 1
 
     def workflow_ui_link(self, workflow_id: str) -> str:
         return f"{self.web_ui_url.rstrip('/')}/namespaces/{self.namespace}/workflows/{workflow_id}"

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import signal
 import socket
 import statistics
@@ -18,7 +19,8 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from app.storage import uri_to_path
 VENV_BIN = Path(sys.executable).parent
 SOURCES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 STAGES = ("probe", "plan", "route", "split", "encode", "assemble", "package")
-POLL_S = 0.2
+POLL_S = 1.0
 
 
 @dataclass
@@ -44,6 +46,15 @@ class JobRun:
     seconds: float
     manifest: dict[str, Any]
     out_dir: Path
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Round:
+    job: JobRun
+    ffmpeg_s: float
+    ffmpeg_cpu: float
+    check_cpu: float
 
 
 def free_ports(n: int) -> list[int]:
@@ -83,10 +94,63 @@ def stop_stack(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def run_job(api: str, source: Path, profiles: list[str], chunk_seconds: float) -> JobRun:
-    """HTTP submit → SUCCEEDED (the manifest is published); a fresh job ID every time."""
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+COMPONENTS = {"temporal": "temporal", "worker": "workers.cpu.main", "api": "uvicorn"}
+CPU_KEYS = ("ffmpeg", "worker", "temporal", "api", "idle")
+
+
+def stack_pids(dev: subprocess.Popen[bytes]) -> dict[str, int]:
+    """The processes ``cosmos dev`` started: the Temporal server, the CPU worker, the API."""
+    pids: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != dev.pid:
+            continue
+        for name, needle in COMPONENTS.items():
+            if needle in cmdline:
+                pids[name] = int(entry.name)
+    if set(pids) != set(COMPONENTS):
+        sys.exit(f"cosmos dev processes not found: {pids}")
+    return pids
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far (Linux /proc): each stack process's own, the worker's finished
+    children (every ffmpeg it ran), and the machine's idle core-seconds."""
+    snap: dict[str, float] = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        snap[name] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if name == "worker":
+            snap["ffmpeg"] = (int(fields[13]) + int(fields[14])) / CLK_TCK
+    ticks = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    snap["idle"] = (int(ticks[3]) + int(ticks[4])) / CLK_TCK
+    return snap
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_job(
+    api: str, source: Path, profiles: list[str], chunk_seconds: float, pids: dict[str, int]
+) -> JobRun:
+    """HTTP submit → the workflow's close (after the manifest is published, the scratch
+    cleaned up and the webhook sent); a fresh job ID every time.
+
+    The end is the close time the job view reports (``updated_at`` of a finished job), read
+    on this machine's clock, so the 1 s polling neither adds its granularity to the figure nor
+    competes with the encode for the two cores (every poll is a describe and a query)."""
+    before = cpu_snapshot(pids)
     with httpx.Client(base_url=api, timeout=30) as client:
-        started = time.perf_counter()
+        started = time.time()
         response = client.post(
             "/v1/encode",
             json={"source": str(source), "profiles": profiles, "chunk_seconds": chunk_seconds},
@@ -101,9 +165,11 @@ def run_job(api: str, source: Path, profiles: list[str], chunk_seconds: float) -
             if view["status"] in ("FAILED", "CANCELLED"):
                 sys.exit(f"job {job_id} {view['status']}: {view.get('error')}")
             time.sleep(POLL_S)
-        seconds = time.perf_counter() - started
+        seconds = datetime.fromisoformat(view["updated_at"]).timestamp() - started
+    after = cpu_snapshot(pids)
     path = uri_to_path(view["manifests"]["manifest"])
-    return JobRun(seconds, json.loads(path.read_text()), path.parent)
+    cpu = {k: after[k] - before[k] for k in CPU_KEYS}
+    return JobRun(seconds, json.loads(path.read_text()), path.parent, cpu)
 
 
 def check_same_package(job: JobRun, out_dir: Path) -> None:
@@ -156,11 +222,30 @@ def single_command(source: Path, manifest: dict[str, Any], out_dir: Path) -> lis
     return cmd
 
 
-def run_ffmpeg(cmd: list[str], out_dir: Path) -> float:
+def run_ffmpeg(cmd: list[str], out_dir: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of the single command."""
     out_dir.mkdir(parents=True)
-    started = time.perf_counter()
+    cpu, started = children_cpu(), time.perf_counter()
     subprocess.run(cmd, check=True)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, children_cpu() - cpu
+
+
+def check_decode_cpu(job: JobRun) -> float:
+    """CPU seconds of one full decode of every published video rendition (init segment plus
+    media segments, as a player reads them): what the assembly check costs the job."""
+    cpu = 0.0
+    with tempfile.TemporaryDirectory(prefix="cosmos-bench-decode-") as tmp:
+        for rep in range(len(job.manifest["renditions"])):  # representation IDs: plan order
+            segments = sorted(job.out_dir.glob(f"chunk-{rep}-*.m4s"))
+            joined = Path(tmp) / f"{rep}.mp4"
+            joined.write_bytes(b"".join(p.read_bytes() for p in [
+                job.out_dir / f"init-{rep}.m4s", *segments]))  # fmt: skip
+            before = children_cpu()
+            decode = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostdin",
+                      "-xerror", "-i", str(joined), "-f", "null", "-"]  # fmt: skip
+            subprocess.run(decode, check=True)
+            cpu += children_cpu() - before
+    return cpu
 
 
 def decode_seconds(source: Path) -> float:
@@ -211,7 +296,8 @@ def main() -> None:
         for name, source in sources.items():
             print(f"{name} source: one decode pass {decode_seconds(source):.2f} s", flush=True)
         proc, api = start_stack(data_dir)
-        results: dict[str, list[tuple[JobRun, float]]] = {}
+        pids = stack_pids(proc)
+        results: dict[str, list[Round]] = {}
         try:
             for name, source in sources.items():
                 settings: dict[str, Any] | None = None  # the first job's manifest
@@ -219,40 +305,48 @@ def main() -> None:
                     out_dir = Path(tmp) / "ffmpeg" / f"{name}-{rnd}"
                     job_first = settings is None or rnd % 2 == 0  # alternate who goes first
                     if job_first:
-                        job = run_job(api, source, profiles, args.chunk_seconds)
+                        job = run_job(api, source, profiles, args.chunk_seconds, pids)
                     settings = settings or job.manifest
                     command = single_command(source, settings, out_dir)
-                    ff = run_ffmpeg(command, out_dir)
+                    ff, ff_cpu = run_ffmpeg(command, out_dir)
                     if not job_first:
-                        job = run_job(api, source, profiles, args.chunk_seconds)
+                        job = run_job(api, source, profiles, args.chunk_seconds, pids)
                     check_same_package(job, out_dir)
-                    results.setdefault(name, []).append((job, ff))
-                    ratio = job.seconds / ff
+                    results.setdefault(name, []).append(
+                        Round(job, ff, ff_cpu, check_decode_cpu(job))
+                    )
                     encode = job.manifest["stage_seconds"]["encode"]
                     print(f"{name} round {rnd + 1}: job {job.seconds:.2f} s (encode stage "
-                          f"{encode:.2f} s), ffmpeg {ff:.2f} s, ratio {ratio:.2f}",
-                          flush=True)  # fmt: skip
+                          f"{encode:.2f} s), ffmpeg {ff:.2f} s, ratio {job.seconds / ff:.2f}; "
+                          "CPU s: job " + ", ".join(f"{k} {v:.2f}" for k, v in job.cpu.items())
+                          + f"; ffmpeg {ff_cpu:.2f}", flush=True)  # fmt: skip
                 print("single command:", subprocess.list2cmdline(command), flush=True)
         finally:
             stop_stack(proc)
     report(results)
 
 
-def report(results: dict[str, list[tuple[JobRun, float]]]) -> None:
-    print("\nsource  job(med) ffmpeg(med) ratio(med)  " + " ".join(f"{s:>7}" for s in STAGES)
-          + "  overhead")  # fmt: skip
+def report(results: dict[str, list[Round]]) -> None:
+    med = statistics.median
+    print("\nseconds, medians over the rounds; overhead = end-to-end minus the stages (submit,"
+          " workflow tasks, publish, cleanup)")  # fmt: skip
+    print("source  job  ffmpeg  ratio  " + " ".join(f"{s:>7}" for s in STAGES) + "  overhead")
     for name, runs in results.items():
-        ratio = statistics.median(job.seconds / ff for job, ff in runs)
-        job_s = statistics.median(job.seconds for job, _ in runs)
-        ff_s = statistics.median(ff for _, ff in runs)
-        stages = {s: statistics.median(j.manifest["stage_seconds"].get(s, 0.0) for j, _ in runs)
+        stages = {s: med(r.job.manifest["stage_seconds"].get(s, 0.0) for r in runs)
                   for s in STAGES}  # fmt: skip
-        overhead = statistics.median(
-            j.seconds - sum(j.manifest["stage_seconds"].values()) for j, _ in runs
-        )
-        print(f"{name:<7} {job_s:8.2f} {ff_s:11.2f} {ratio:10.2f}  "
+        overhead = med(r.job.seconds - sum(r.job.manifest["stage_seconds"].values()) for r in runs)
+        print(f"{name:<7} {med(r.job.seconds for r in runs):5.2f} "
+              f"{med(r.ffmpeg_s for r in runs):6.2f} "
+              f"{med(r.job.seconds / r.ffmpeg_s for r in runs):5.2f}  "
               + " ".join(f"{stages[s]:7.2f}" for s in STAGES) + f"  {overhead:8.2f}")  # fmt: skip
-    print("(seconds; overhead = end-to-end minus the stages: submit, publish, scheduling, polling)")
+    print("\nCPU seconds, medians: the single command against the job's processes, the machine's"
+          " idle core-seconds while the job ran, and one full decode of the job's renditions"
+          " (what its assembly check costs)")  # fmt: skip
+    print("source  single  " + " ".join(f"{k:>8}" for k in CPU_KEYS) + "  decode")
+    for name, runs in results.items():
+        print(f"{name:<7} {med(r.ffmpeg_cpu for r in runs):6.2f}  "
+              + " ".join(f"{med(r.job.cpu[k] for r in runs):8.2f}" for k in CPU_KEYS)
+              + f"  {med(r.check_cpu for r in runs):6.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

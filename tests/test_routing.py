@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
@@ -14,12 +15,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from app.activities.registry import cpu_activities
 from app.activities.routing import RoutingActivities
 from app.gpu import H100, L4, T4, GpuInfo, NoGpu, RecordedProbe, queues_for
 from app.models import Accelerator, Codec, EncodeResult
 from app.pools import NoCapablePool, choose_route, describe_pools
 from app.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
-from app.resources import ENCODE_CPU, cpu_slots, gpu_slots
+from app.resources import ENCODE_CPU, cpu_slots, gpu_slots, threads_per_job
 from app.search import KEYS
 from app.settings import Settings
 from app.workflows.encode import EncodeWorkflow
@@ -70,6 +72,21 @@ def test_gpu_pools_size_from_gpus_times_sessions() -> None:
     assert gpu_slots(8, 2) == 16
     settings = Settings(worker_max_activities=None)
     assert settings.worker_concurrency() == cpu_slots(ENCODE_CPU) + 1
+
+
+def test_encoder_threads_fill_the_encode_slots_not_the_spare_one() -> None:
+    """The spare bookkeeping slot must not halve every encoder's threads (on 2 cores, x264 with
+    one thread per rendition leaves a core idle whenever one chunk runs alone)."""
+    settings = Settings(worker_max_activities=None)
+    slots = cpu_slots(ENCODE_CPU)
+    assert settings.encode_slots() == slots
+    assert settings.worker_concurrency() == slots + 1
+    activities = cpu_activities(settings, cast(Client, None))
+    for name in ("encode_video", "encode_chunk"):
+        bound = next(a for a in activities if a.__name__ == name)
+        assert bound.__self__.threads == threads_per_job(slots)  # type: ignore[attr-defined]
+    assert threads_per_job(slots, cores=2 * slots) == ENCODE_CPU.cpu_threads
+    assert Settings(worker_max_activities=4).encode_slots() == 4
 
 
 @pytest.mark.parametrize(

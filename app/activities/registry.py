@@ -20,7 +20,7 @@ from app.settings import Settings
 
 def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any]]:
     analyze = AnalyzeActivities(settings)
-    threads = threads_per_job(settings.worker_concurrency())
+    threads = threads_per_job(settings.encode_slots())
     encode = EncodeActivities(settings, "cpu", threads)
     chunks = ChunkActivities(settings, "cpu", threads)
     package = PackageActivities(settings)
