@@ -54,6 +54,7 @@ class Round:
     job: JobRun
     ffmpeg_s: float
     ffmpeg_cpu: float
+    ffmpeg_idle: float
     check_cpu: float
 
 
@@ -129,9 +130,14 @@ def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
         snap[name] = (int(fields[11]) + int(fields[12])) / CLK_TCK
         if name == "worker":
             snap["ffmpeg"] = (int(fields[13]) + int(fields[14])) / CLK_TCK
-    ticks = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    snap["idle"] = (int(ticks[3]) + int(ticks[4])) / CLK_TCK
+    snap["idle"] = machine_idle()
     return snap
+
+
+def machine_idle() -> float:
+    """Idle (and I/O wait) core-seconds since boot."""
+    ticks = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return (int(ticks[3]) + int(ticks[4])) / CLK_TCK
 
 
 def children_cpu() -> float:
@@ -165,11 +171,13 @@ def run_job(
             if view["status"] in ("FAILED", "CANCELLED"):
                 sys.exit(f"job {job_id} {view['status']}: {view.get('error')}")
             time.sleep(POLL_S)
-        seconds = datetime.fromisoformat(view["updated_at"]).timestamp() - started
-    after = cpu_snapshot(pids)
+        closed = datetime.fromisoformat(view["updated_at"]).timestamp()
+    after, seen = cpu_snapshot(pids), time.time()
     path = uri_to_path(view["manifests"]["manifest"])
     cpu = {k: after[k] - before[k] for k in CPU_KEYS}
-    return JobRun(seconds, json.loads(path.read_text()), path.parent, cpu)
+    # the machine idled from the close to this read (up to one poll): not the job's idle time
+    cpu["idle"] = max(0.0, cpu["idle"] - (os.cpu_count() or 1) * (seen - closed))
+    return JobRun(closed - started, json.loads(path.read_text()), path.parent, cpu)
 
 
 def check_same_package(job: JobRun, out_dir: Path) -> None:
@@ -222,12 +230,12 @@ def single_command(source: Path, manifest: dict[str, Any], out_dir: Path) -> lis
     return cmd
 
 
-def run_ffmpeg(cmd: list[str], out_dir: Path) -> tuple[float, float]:
-    """Wall and CPU seconds of the single command."""
+def run_ffmpeg(cmd: list[str], out_dir: Path) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and the machine's idle core-seconds of the single command."""
     out_dir.mkdir(parents=True)
-    cpu, started = children_cpu(), time.perf_counter()
+    cpu, idle, started = children_cpu(), machine_idle(), time.perf_counter()
     subprocess.run(cmd, check=True)
-    return time.perf_counter() - started, children_cpu() - cpu
+    return time.perf_counter() - started, children_cpu() - cpu, machine_idle() - idle
 
 
 def check_decode_cpu(job: JobRun) -> float:
@@ -308,18 +316,18 @@ def main() -> None:
                         job = run_job(api, source, profiles, args.chunk_seconds, pids)
                     settings = settings or job.manifest
                     command = single_command(source, settings, out_dir)
-                    ff, ff_cpu = run_ffmpeg(command, out_dir)
+                    ff, ff_cpu, ff_idle = run_ffmpeg(command, out_dir)
                     if not job_first:
                         job = run_job(api, source, profiles, args.chunk_seconds, pids)
                     check_same_package(job, out_dir)
                     results.setdefault(name, []).append(
-                        Round(job, ff, ff_cpu, check_decode_cpu(job))
+                        Round(job, ff, ff_cpu, ff_idle, check_decode_cpu(job))
                     )
                     encode = job.manifest["stage_seconds"]["encode"]
                     print(f"{name} round {rnd + 1}: job {job.seconds:.2f} s (encode stage "
                           f"{encode:.2f} s), ffmpeg {ff:.2f} s, ratio {job.seconds / ff:.2f}; "
                           "CPU s: job " + ", ".join(f"{k} {v:.2f}" for k, v in job.cpu.items())
-                          + f"; ffmpeg {ff_cpu:.2f}", flush=True)  # fmt: skip
+                          + f"; ffmpeg {ff_cpu:.2f}, idle {ff_idle:.2f}", flush=True)  # fmt: skip
                 print("single command:", subprocess.list2cmdline(command), flush=True)
         finally:
             stop_stack(proc)
@@ -339,12 +347,13 @@ def report(results: dict[str, list[Round]]) -> None:
               f"{med(r.ffmpeg_s for r in runs):6.2f} "
               f"{med(r.job.seconds / r.ffmpeg_s for r in runs):5.2f}  "
               + " ".join(f"{stages[s]:7.2f}" for s in STAGES) + f"  {overhead:8.2f}")  # fmt: skip
-    print("\nCPU seconds, medians: the single command against the job's processes, the machine's"
-          " idle core-seconds while the job ran, and one full decode of the job's renditions"
-          " (what its assembly check costs)")  # fmt: skip
-    print("source  single  " + " ".join(f"{k:>8}" for k in CPU_KEYS) + "  decode")
+    print("\nCPU seconds, medians: the single command and the machine's idle core-seconds while it"
+          " ran; the job's processes and the idle core-seconds while it ran; one full decode of"
+          " the job's renditions (what its assembly check costs)")  # fmt: skip
+    print("source  single   idle  " + " ".join(f"{k:>8}" for k in CPU_KEYS) + "  decode")
     for name, runs in results.items():
-        print(f"{name:<7} {med(r.ffmpeg_cpu for r in runs):6.2f}  "
+        print(f"{name:<7} {med(r.ffmpeg_cpu for r in runs):6.2f} "
+              f"{med(r.ffmpeg_idle for r in runs):6.2f}  "
               + " ".join(f"{med(r.job.cpu[k] for r in runs):8.2f}" for k in CPU_KEYS)
               + f"  {med(r.check_cpu for r in runs):6.2f}")  # fmt: skip
 
