@@ -21,11 +21,13 @@ from app.activities.chunks import (
     check_timeline,
     chunk_output_uri,
     chunk_uri,
+    odd_parameter_sets,
     parse_keyframes,
 )
 from app.chunking import Keyframe, choose_boundaries, forced_keyframes, ranges, window_share
 from app.models import (
     AssembleInput,
+    ChunkOutput,
     ChunkPlan,
     CustomProfile,
     EncodeChunkInput,
@@ -321,6 +323,64 @@ async def test_a_finished_chunk_is_never_encoded_again_and_a_damaged_one_is(
     assert changed == {("full", 1)}, "only the damaged output was encoded again"
     digest = hashlib.sha256(outputs[("full", 1)].read_bytes()).hexdigest()
     assert {o.name: o.checksum for o in result.outputs}["full"] == f"sha256:{digest}"
+
+
+async def test_every_encoded_chunk_is_decoded_and_a_corrupt_stream_is_caught(
+    settings: Settings, scene_source: Path
+) -> None:
+    """The full decode runs as each chunk is encoded (in the parallel stage); this is its
+    check on a stream whose middle was overwritten."""
+    encoded = await encode_all(settings, scene_source)
+    job, rendition = encoded.job, encoded.plan.renditions[0]
+    paths = [
+        uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, rendition, i))
+        for i in range(encoded.chunks.count)
+    ]
+    check = ChunkActivities(settings)._decode_problem
+    assert await ActivityEnvironment().run(check, paths, 10.0, "check") is None
+    damaged = paths[1]
+    data = bytearray(damaged.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = hashlib.sha512(b"noise").digest() * 31 + b"\xff" * 16
+    damaged.write_bytes(bytes(data))
+    problem = await ActivityEnvironment().run(check, [damaged], 10.0, "check")
+    assert problem is not None and "does not decode" in problem
+
+
+async def test_assembly_refuses_chunks_with_other_parameter_sets(
+    settings: Settings, scene_source: Path, ffmpeg: str
+) -> None:
+    """The joined file keeps the first chunk's SPS/PPS: a chunk encoded with other settings
+    (here another H.264 profile) would be decoded with the wrong ones."""
+    encoded = await encode_all(settings, scene_source)
+    job = encoded.job
+    rendition = next(r for r in encoded.plan.renditions if r.name == "small")
+    target = uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, rendition, 1))
+    source = uri_to_path(chunk_uri(job.scratch_uri, job.job_id, 1))
+    other = target.with_suffix(".other.mp4")
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(source), "-an", "-c:v", "libx264",
+         "-profile:v", "baseline", "-vf", f"scale={rendition.width}:{rendition.height}",
+         "-g", "1000", str(other)],
+        check=True,
+    )  # fmt: skip
+    other.replace(target)
+    data = target.read_bytes()
+    record = ChunkOutput(
+        name=rendition.name,
+        frames=len(video_packets(target)),
+        size_bytes=len(data),
+        checksum=f"sha256:{hashlib.sha256(data).hexdigest()}",
+    )
+    Path(f"{target}.json").write_text(record.model_dump_json())
+    assert odd_parameter_sets(
+        [uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, rendition, i))
+         for i in range(encoded.chunks.count)]
+    ) == 1  # fmt: skip
+    with pytest.raises(ApplicationError, match="chunk 1 has other parameter sets") as raised:
+        await assemble(settings, encoded, rendition)
+    assert raised.value.non_retryable
+    assert not uri_to_path(f"{job.scratch_uri}/{job.job_id}/video/small.mp4").exists()
 
 
 async def test_assembly_refuses_a_missing_chunk(settings: Settings, scene_source: Path) -> None:

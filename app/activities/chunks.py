@@ -4,6 +4,8 @@ Every file a step writes is committed the same way: written under a temporary na
 and (for S3 scratch) uploaded, and only then is its record (``.json`` with size, frames and
 SHA-256) written next to it. A record whose file has that size and checksum proves the work is
 done, so a retry, a crashed worker or a resubmitted job never encodes a finished chunk again.
+An encoded chunk is decoded in full before it is committed: the title's decode check runs in
+the parallel stage, and assembly checks only what a join can break.
 """
 
 from __future__ import annotations
@@ -113,6 +115,19 @@ def check_timeline(timeline: Timeline, expected_frames: int, expected_s: float) 
     return None
 
 
+def odd_parameter_sets(paths: list[Path]) -> int | None:
+    """The first chunk whose parameter sets (SPS/PPS, or the codec's equivalent) differ from
+    the first chunk's, or None. A file joined by stream copy keeps only the first's, so any
+    other chunk would be decoded with the wrong ones."""
+
+    def extradata(path: Path) -> bytes:
+        with av.open(str(path), options=OPEN_OPTIONS) as container:
+            return bytes(container.streams.video[0].codec_context.extradata or b"")
+
+    first = extradata(paths[0]) if paths else b""
+    return next((i for i, p in enumerate(paths[1:], 1) if extradata(p) != first), None)
+
+
 def _whole(input: SplitInput) -> ChunkPlan:
     """The plan of a title encoded in one piece: nothing was cut or copied."""
     return ChunkPlan(starts_s=[0.0], duration_s=input.duration_s, frames=0, scene_cuts=0)
@@ -219,6 +234,11 @@ class ChunkActivities(EncoderBase):
                 await self.ffmpeg(["-y", *in_args, *out_args], total_s=chunk.duration_s,
                                   label=f"chunk {chunk.index}",
                                   metric="+".join(r.name for r in todo))  # fmt: skip
+                problem = await self._decode_problem(
+                    list(parts.values()), chunk.duration_s, f"check chunk {chunk.index}"
+                )
+                if problem:  # retried: a fresh encode, the broken one discarded
+                    raise ApplicationError(f"chunk {chunk.index} was encoded wrong: {problem}")
             for r in todo:
                 done[r.name] = await self._commit(
                     parts[r.name], targets[r.name], input.job_id, r.name
@@ -238,8 +258,14 @@ class ChunkActivities(EncoderBase):
 
     @activity.defn(name="assemble")
     async def assemble(self, input: AssembleInput) -> EncodedMedia:
-        """Join a rendition's chunks by stream copy, then decode the result and check it is
-        the whole title: all frames, increasing timestamps, the source's duration."""
+        """Join a rendition's chunks by stream copy and check the result is the whole title
+        and decodes.
+
+        Each chunk was decoded in full when it was encoded (in the parallel stage, so a long
+        title has no serial decode here). What a join can break is checked here: every
+        chunk carries the same parameter sets (the joined file keeps only the first's), every
+        keyframe decodes with them, and the timeline is whole: all frames, increasing
+        timestamps, the source's duration."""
         name = input.rendition.name
         target = join(input.scratch_uri, input.job_id, "video", f"{name}.mp4")
         record = await self._done(target, input.job_id)
@@ -260,14 +286,22 @@ class ChunkActivities(EncoderBase):
         name = input.rendition.name
         folder_uri = join(input.scratch_uri, input.job_id, "video", name)
         folder = self.scratch_path(folder_uri, input.job_id)
-        names = []
+        paths = []
         for i in range(input.chunks):
             uri = chunk_output_uri(input.scratch_uri, input.job_id, input.rendition, i)
             if await self._done(uri, input.job_id) is None:
                 raise ApplicationError(f"chunk {i} of {name} is missing or damaged")
-            names.append((await self.fetch(uri, input.job_id)).name)
+            paths.append(await self.fetch(uri, input.job_id))
+        odd = await asyncio.to_thread(odd_parameter_sets, paths)
+        if odd is not None:
+            raise ApplicationError(
+                f"chunks of {name} do not join: chunk {odd} has other parameter sets than "
+                "chunk 0 (encoder settings changed between chunks)",
+                type=ASSEMBLY_ERROR,
+                non_retryable=True,
+            )
         listing = folder / "concat.txt"
-        listing.write_text("".join(f"file '{n}'\n" for n in names))
+        listing.write_text("".join(f"file '{p.name}'\n" for p in paths))
         part = part_path(self.scratch_path(target, input.job_id))
         with discarded_on_error(part):
             await self.ffmpeg(
@@ -290,15 +324,30 @@ class ChunkActivities(EncoderBase):
         return record
 
     async def _validate(self, path: Path, input: AssembleInput) -> str | None:
-        try:  # a full decode that stops at the first error (-xerror)
-            await self.ffmpeg(
-                ["-xerror", *input_args(path, "mov"), "-map", "0:v:0", "-f", "null", "-"],
-                total_s=input.expected_duration_s, label=f"check {input.rendition.name}",
-            )  # fmt: skip
-        except ApplicationError as err:
-            return f"it does not decode ({err.message})"
+        problem = await self._decode_problem(
+            [path], input.expected_duration_s, f"check {input.rendition.name}", keyframes_only=True
+        )
+        if problem:
+            return problem
         timeline = await asyncio.to_thread(read_timeline, path)
         return check_timeline(timeline, input.expected_frames, input.expected_duration_s)
+
+    async def _decode_problem(
+        self, paths: list[Path], total_s: float, label: str, *, keyframes_only: bool = False
+    ) -> str | None:
+        """Why these videos do not decode (one ffmpeg, stopping at the first error), or None."""
+        skip = ["-skip_frame", "nokey"] if keyframes_only else []
+        args = ["-xerror"]
+        for path in paths:
+            args += [*skip, *input_args(path, "mov")]
+        for i in range(len(paths)):
+            args += ["-map", f"{i}:v:0"]
+        try:
+            await self.ffmpeg([*args, "-f", "null", "-"], total_s=total_s, label=label,
+                              metric="check")  # fmt: skip
+        except ApplicationError as err:
+            return f"it does not decode ({err.message})"
+        return None
 
     # ------------------------------------------------------------------ files and records
 
