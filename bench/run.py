@@ -240,7 +240,7 @@ def run_ffmpeg(cmd: list[str], out_dir: Path) -> tuple[float, float, float]:
 
 def check_decode_cpu(job: JobRun) -> float:
     """CPU seconds of one full decode of every published video rendition (init segment plus
-    media segments, as a player reads them): what the assembly check costs the job."""
+    media segments, as a player reads them): what the decode check of the chunks costs the job."""
     cpu = 0.0
     with tempfile.TemporaryDirectory(prefix="cosmos-bench-decode-") as tmp:
         for rep in range(len(job.manifest["renditions"])):  # representation IDs: plan order
@@ -349,7 +349,7 @@ def report(results: dict[str, list[Round]]) -> None:
               + " ".join(f"{stages[s]:7.2f}" for s in STAGES) + f"  {overhead:8.2f}")  # fmt: skip
     print("\nCPU seconds, medians: the single command and the machine's idle core-seconds while it"
           " ran; the job's processes and the idle core-seconds while it ran; one full decode of"
-          " the job's renditions (what its assembly check costs)")  # fmt: skip
+          " the job's renditions (what its decode check costs)")  # fmt: skip
     print("source  single   idle  " + " ".join(f"{k:>8}" for k in CPU_KEYS) + "  decode")
     for name, runs in results.items():
         print(f"{name:<7} {med(r.ffmpeg_cpu for r in runs):6.2f} "
