@@ -23,6 +23,7 @@ from app.activities.chunks import (
     chunk_uri,
     odd_parameter_sets,
     parse_keyframes,
+    record_uri,
 )
 from app.chunking import Keyframe, choose_boundaries, forced_keyframes, ranges, window_share
 from app.models import (
@@ -254,6 +255,15 @@ async def encode_all(settings: Settings, source: Path) -> Encoded:
     return Encoded(job, probe, plan, chunks, requests)
 
 
+def output_paths(encoded: Encoded, rendition: Rendition) -> list[Path]:
+    """Where the encoded chunks of one rendition lie, in chunk order."""
+    job = encoded.job
+    return [
+        uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, rendition, i))
+        for i in range(encoded.chunks.count)
+    ]
+
+
 async def assemble(settings: Settings, encoded: Encoded, rendition: Rendition) -> EncodedMedia:
     frames = encoded.chunks.frames
     media: EncodedMedia = await ActivityEnvironment().run(
@@ -305,11 +315,11 @@ async def test_a_finished_chunk_is_never_encoded_again_and_a_damaged_one_is(
     settings: Settings, scene_source: Path
 ) -> None:
     encoded = await encode_all(settings, scene_source)
-    job, plan, chunks, requests = encoded.job, encoded.plan, encoded.chunks, encoded.requests
+    requests = encoded.requests
     outputs = {
-        (r.name, i): uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, r, i))
-        for r in plan.renditions
-        for i in range(chunks.count)
+        (r.name, i): path
+        for r in encoded.plan.renditions
+        for i, path in enumerate(output_paths(encoded, r))
     }
     stamps = {key: path.stat().st_mtime_ns for key, path in outputs.items()}
     result = await ActivityEnvironment().run(ChunkActivities(settings).encode_chunk, requests[1])
@@ -331,11 +341,7 @@ async def test_every_encoded_chunk_is_decoded_and_a_corrupt_stream_is_caught(
     """The full decode runs as each chunk is encoded (in the parallel stage); this is its
     check on a stream whose middle was overwritten."""
     encoded = await encode_all(settings, scene_source)
-    job, rendition = encoded.job, encoded.plan.renditions[0]
-    paths = [
-        uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, rendition, i))
-        for i in range(encoded.chunks.count)
-    ]
+    paths = output_paths(encoded, encoded.plan.renditions[0])
     check = ChunkActivities(settings)._decode_problem
     assert await ActivityEnvironment().run(check, paths, 10.0, "check") is None
     damaged = paths[1]
@@ -355,7 +361,8 @@ async def test_assembly_refuses_chunks_with_other_parameter_sets(
     encoded = await encode_all(settings, scene_source)
     job = encoded.job
     rendition = next(r for r in encoded.plan.renditions if r.name == "small")
-    target = uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, rendition, 1))
+    paths = output_paths(encoded, rendition)
+    target = paths[1]
     source = uri_to_path(chunk_uri(job.scratch_uri, job.job_id, 1))
     other = target.with_suffix(".other.mp4")
     subprocess.run(
@@ -372,11 +379,8 @@ async def test_assembly_refuses_chunks_with_other_parameter_sets(
         size_bytes=len(data),
         checksum=f"sha256:{hashlib.sha256(data).hexdigest()}",
     )
-    Path(f"{target}.json").write_text(record.model_dump_json())
-    assert odd_parameter_sets(
-        [uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, rendition, i))
-         for i in range(encoded.chunks.count)]
-    ) == 1  # fmt: skip
+    Path(record_uri(str(target))).write_text(record.model_dump_json())
+    assert odd_parameter_sets(paths) == 1
     with pytest.raises(ApplicationError, match="chunk 1 has other parameter sets") as raised:
         await assemble(settings, encoded, rendition)
     assert raised.value.non_retryable
@@ -387,7 +391,7 @@ async def test_assembly_refuses_a_missing_chunk(settings: Settings, scene_source
     encoded = await encode_all(settings, scene_source)
     job = encoded.job
     rendition = next(r for r in encoded.plan.renditions if r.name == "small")
-    uri_to_path(chunk_output_uri(job.scratch_uri, job.job_id, rendition, 1)).unlink()
+    output_paths(encoded, rendition)[1].unlink()
     with pytest.raises(ApplicationError, match="chunk 1 of small is missing"):
         await assemble(settings, encoded, rendition)
     assert not uri_to_path(f"{job.scratch_uri}/{job.job_id}/video/small.mp4").exists()

@@ -124,7 +124,9 @@ def odd_parameter_sets(paths: list[Path]) -> int | None:
         with av.open(str(path), options=OPEN_OPTIONS) as container:
             return bytes(container.streams.video[0].codec_context.extradata or b"")
 
-    first = extradata(paths[0]) if paths else b""
+    if not paths:
+        return None
+    first = extradata(paths[0])
     return next((i for i, p in enumerate(paths[1:], 1) if extradata(p) != first), None)
 
 
@@ -344,7 +346,7 @@ class ChunkActivities(EncoderBase):
             args += ["-map", f"{i}:v:0"]
         try:
             await self.ffmpeg([*args, "-f", "null", "-"], total_s=total_s, label=label,
-                              metric="check")  # fmt: skip
+                              metric="check", encodes=False)  # fmt: skip
         except ApplicationError as err:
             return f"it does not decode ({err.message})"
         return None

@@ -101,18 +101,29 @@ class ActivityBase:
         return local
 
     async def ffmpeg(
-        self, args: Sequence[str], *, total_s: float, label: str, metric: str | None = None
+        self,
+        args: Sequence[str],
+        *,
+        total_s: float,
+        label: str,
+        metric: str | None = None,
+        encodes: bool = True,
     ) -> None:
         """Run ffmpeg, heartbeating its progress so the job shows it and cancellation reaches it.
 
         ``label`` names the run in heartbeats and traces; ``metric`` (default: the label) in
-        metrics, where it must come from a small set (not a chunk number)."""
+        metrics, where it must come from a small set (not a chunk number). A run that only
+        decodes (``encodes=False``) heartbeats how far it is, but not its fps and speed, which
+        the job view would otherwise add to the encoders'."""
 
         last: list[Progress] = []
 
         def heartbeat(progress: Progress) -> None:
             last[:] = [progress]
-            activity.heartbeat({"label": label, **progress.model_dump()})
+            shown = (
+                progress if encodes else progress.model_copy(update={"fps": None, "speed": None})
+            )
+            activity.heartbeat({"label": label, **shown.model_dump()})
 
         activity.heartbeat({"label": label, "done_s": 0.0, "total_s": total_s})
         started = time.monotonic()

@@ -86,8 +86,7 @@ async def _chunk_heartbeats(client: Client, state: WorkflowState) -> dict[str, l
             desc = await client.get_workflow_handle(workflow_id).describe(rpc_timeout=QUERY_TIMEOUT)
         except RPCError:
             return []  # just finished, or Temporal is busy: the counts still stand
-        beats = await _heartbeats(client, desc)  # not a check's decode: its fps is no encode's
-        return [p for label, p in beats.items() if label.startswith("chunk")]
+        return list((await _heartbeats(client, desc)).values())
 
     children = list(state.chunk_workflows.items())
     beats = await asyncio.gather(*(one(workflow_id) for workflow_id, _ in children))
