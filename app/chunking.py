@@ -7,6 +7,7 @@ them deterministically.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 SCENE_THRESHOLD = 0.3
 """ffmpeg ``scene`` score (0..1) between consecutive keyframes above which a cut is a scene cut."""
@@ -101,3 +102,9 @@ def chunk_progress(done: float, total: int) -> float:
     """A rendition's progress from its chunks (``done`` may count parts of chunks in flight);
     the last 5 % is its assembly."""
     return round(min(done / total, 1.0) * 0.95, 4) if total else 0.0
+
+
+def output_frames(source_frames: int, source_rate: str, output_rate: str) -> int:
+    """Frames a rendition has of a title with ``source_frames`` frames: the same, or twice as
+    many where it is deinterlaced at field rate (50i to 50p). What assembly should expect."""
+    return round(source_frames * Fraction(output_rate) / Fraction(source_rate))

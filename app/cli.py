@@ -16,12 +16,13 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.api_client import api_client
 from app.dev import DevError, Stack
 from app.follow import FollowError, follow
-from app.models import JobList, JobStatus, JobView
+from app.models import JobList, JobStatus, JobView, ProbeResult, VideoInfo
 from app.samples import make_video
 from app.settings import get_settings
 
@@ -265,6 +266,130 @@ def status(
     if view.error:
         console.print(f"[bold]error[/]     [red]{view.error.type}[/]: {view.error.message}")
     console.print(f"[bold]Web UI[/]    {view.web_ui_url}")
+
+
+INSPECT_WAIT_S = 130.0
+"""A little over the API's own limit on an inspection, so its 504 arrives rather than ours."""
+
+
+def _detail(response: httpx.Response) -> str:
+    """The API's reason in words: a field error's message, or the plain detail."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return response.text
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'request'}: {d.get('msg')}"
+            for d in detail
+            if isinstance(d, dict)
+        )
+    return str(detail or response.text)
+
+
+def _field_order(video: VideoInfo) -> str:
+    flag = video.field_order or "unflagged"
+    measured = video.measured_field_order or "undetermined"
+    verdict = "interlaced" if video.interlaced else "progressive"
+    return f"{verdict} (flag {flag}, idet {measured})"
+
+
+def _video_lines(video: VideoInfo) -> list[tuple[str, str]]:
+    colour = "/".join(
+        t or "?" for t in (video.color_primaries, video.color_transfer, video.color_matrix)
+    )
+    lines = [
+        ("size", f"{video.width}x{video.height} (display {video.display_width}x"
+                 f"{video.display_height}, SAR {video.sample_aspect_ratio}, DAR "
+                 f"{video.display_aspect_ratio}, rotation {video.rotation})"),
+        ("frame rate", video.frame_rate + (" (variable)" if video.variable_frame_rate else "")),
+        ("codec", f"{video.codec} {video.profile or ''}".strip()),
+        ("sampling", f"{video.pix_fmt or '?'}, {video.bit_depth or '?'}-bit "
+                     f"{video.chroma_format or '?'}"),
+        ("field order", _field_order(video)),
+        ("dynamic range", video.dynamic_range),
+        ("colour", f"{colour}, range {video.color_range or '?'}"),
+    ]  # fmt: skip
+    if video.mastering_display:
+        md = video.mastering_display
+        lines.append((
+            "mastering",
+            f"R{md.red} G{md.green} B{md.blue} WP{md.white_point}, "
+            f"{md.min_luminance:g}-{md.max_luminance:g} cd/m2",
+        ))  # fmt: skip
+    if video.content_light:
+        cl = video.content_light
+        lines.append(("content light", f"MaxCLL {cl.max_cll}, MaxFALL {cl.max_fall} cd/m2"))
+    lines.append(("timecode", video.timecode or "-"))
+    lines.append(("captions", "CEA-608/708" if video.closed_captions else "none"))
+    return lines
+
+
+def _row(table: Table, *cells: str) -> None:
+    """Cells from the file (titles, tags) are text, never rich markup."""
+    table.add_row(*(escape(cell) for cell in cells))
+
+
+def _print_report(report: ProbeResult) -> None:
+    console = _console()
+    console.print(
+        f"[bold]container[/] {report.container}, {report.duration_s:g} s, "
+        f"{report.size_bytes} bytes, timecode {report.timecode or '-'}"
+    )
+    table = Table("#", "type", "codec", "language", "details")
+    video = report.video
+    _row(
+        table, str(video.index), "video", video.codec, "-",
+        f"{video.width}x{video.height}, {video.frame_rate} fps, {video.dynamic_range}",
+    )  # fmt: skip
+    for a in report.audio_streams:
+        flags = ", ".join(f for f, on in (("default", a.default), ("forced", a.forced)) if on)
+        _row(
+            table, str(a.index), "audio", a.codec, a.language or "-",
+            f"{a.channels} ch {a.channel_layout}, {a.sample_rate} Hz"
+            + (f", {a.title!r}" if a.title else "") + (f" ({flags})" if flags else ""),
+        )  # fmt: skip
+    for t in report.subtitles:
+        flags = ", ".join(
+            f
+            for f, on in (
+                ("default", t.default), ("forced", t.forced), ("SDH", t.hearing_impaired)
+            )
+            if on
+        )  # fmt: skip
+        _row(
+            table, str(t.index), "subtitle", t.codec, t.language or "-",
+            ("text" if t.text else "image") + (f", {t.title!r}" if t.title else "")
+            + (f" ({flags})" if flags else ""),
+        )  # fmt: skip
+    for o in report.other_streams:
+        _row(table, str(o.index), o.type, o.codec, "-", "")
+    console.print(table)
+    for label, value in _video_lines(video):
+        console.print(f"[bold]{label:<14}[/]{escape(value)}")
+
+
+@app.command()
+def inspect(
+    source: Annotated[
+        str, typer.Argument(help="Path, file:// or s3:// URI under an allowed root.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="The API's JSON, as is.")] = False,
+    api_url: ApiUrl = None,
+) -> None:
+    """Report every stream of a source (nothing is encoded): field order, HDR, tracks."""
+    try:
+        with api_client(api_url, timeout=INSPECT_WAIT_S) as http:
+            response = http.post("/v1/inspect", json={"source": source})
+    except httpx.HTTPError as err:
+        _fail(f"cannot reach the API at {api_url or get_settings().api_url}: {err}")
+        raise AssertionError from err  # unreachable
+    if response.status_code != 200:
+        _fail(f"refused ({response.status_code}): {_detail(response)}")
+    if as_json:
+        typer.echo(json.dumps(response.json(), indent=2))
+        return
+    _print_report(ProbeResult.model_validate(response.json()))
 
 
 @app.command()

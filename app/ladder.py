@@ -8,12 +8,16 @@ from fractions import Fraction
 from app.models import (
     Codec,
     CustomProfile,
+    DeinterlaceRate,
     DroppedProfile,
     EncodeJob,
     EncoderSettings,
+    NotCarried,
     Plan,
     ProbeResult,
     Rendition,
+    VideoInfo,
+    VideoRange,
 )
 
 
@@ -140,17 +144,125 @@ def gop_frames(frame_rate: Fraction, segment_seconds: int) -> int:
     return max(1, round(frame_rate * segment_seconds))
 
 
+def deinterlacing(job: EncodeJob, video: VideoInfo) -> tuple[DeinterlaceRate | None, str | None]:
+    """bwdif's rate and parity for this job, or (None, None) for progressive output.
+
+    The parity is the measured one: stream flags are often wrong (a 1080i file flagged
+    progressive, or bff flagged tff), and the wrong parity makes motion judder."""
+    on = job.deinterlace == "on" or (job.deinterlace == "auto" and video.interlaced)
+    if not on:
+        return None, None
+    parity = next(
+        (p for p in (video.measured_field_order, video.field_order) if p in ("tff", "bff")),
+        "tff",
+    )
+    return job.deinterlace_rate, parity
+
+
+PQ, HLG = "smpte2084", "arib-std-b67"
+HDR_TRANSFERS = {PQ: "PQ", HLG: "HLG"}
+BT709 = {"color_primaries": "bt709", "color_transfer": "bt709", "color_matrix": "bt709"}
+TEN_BIT = "yuv420p10le"
+HD_SHORT_SIDE = 720
+"""Untagged sources this tall (short side) are taken as BT.709, as players assume."""
+
+
+def source_hdr(video: VideoInfo) -> VideoRange | None:
+    """PQ or HLG where the source's pictures are coded so, else None.
+
+    Dolby Vision is judged by its base layer's transfer (profile 8.1 is HDR10-compatible, 8.4
+    HLG); the pixel values decide the look, so a PQ or HLG transfer counts whatever the
+    dynamic range label says."""
+    if video.dynamic_range == "HDR10":
+        return "PQ"
+    if video.dynamic_range == "HLG":
+        return "HLG"
+    if video.color_transfer == HLG:
+        return "HLG"
+    if video.color_transfer == PQ or video.dynamic_range == "DolbyVision":
+        return "PQ"
+    return None
+
+
+def colour(
+    codec: Codec, job: EncodeJob, video: VideoInfo, name: str
+) -> tuple[dict[str, object], VideoRange]:
+    """The rendition's pixel format, colour tags, HDR metadata and tone-mapping.
+
+    HDR is kept where the codec carries it here (HEVC, AV1: 10-bit, the source's tags and
+    ST 2086 / CLL metadata); H.264 (8-bit High) is tone-mapped to BT.709 SDR, since an 8-bit
+    PQ picture bands and most H.264 decoders ignore the tags. ``hdr: preserve`` refuses
+    instead of tone-mapping; ``hdr: tonemap`` makes every rendition SDR."""
+    hdr = source_hdr(video)
+    if hdr is None:
+        return _sdr_tags(video), "SDR"
+    keep = job.hdr != "tonemap" and codec != "h264"
+    if job.hdr == "preserve" and codec == "h264":
+        kind = "HDR10" if hdr == "PQ" else "HLG"
+        raise PlanError(
+            f"profile {name!r}: H.264 cannot carry {kind} here; use codec hevc or av1, "
+            "or hdr: tonemap"
+        )
+    if not keep:
+        return {**BT709, "pix_fmt": "yuv420p", "tonemap": True,
+                "tonemap_from": PQ if hdr == "PQ" else HLG}, "SDR"  # fmt: skip
+    return {
+        "pix_fmt": TEN_BIT,
+        "color_primaries": video.color_primaries or "bt2020",
+        "color_transfer": PQ if hdr == "PQ" else HLG,
+        "color_matrix": video.color_matrix or "bt2020nc",
+        "mastering_display": video.mastering_display if hdr == "PQ" else None,
+        "content_light": video.content_light,
+    }, hdr
+
+
+def _sdr_tags(video: VideoInfo) -> dict[str, object]:
+    """BT.709 where the source says so or says nothing and is HD; the source's own tags
+    otherwise (SD BT.601 stays BT.601: the matrix is not converted, so the tag must match)."""
+    tags: dict[str, object] = {
+        "color_primaries": video.color_primaries,
+        "color_transfer": video.color_transfer,
+        "color_matrix": video.color_matrix,
+    }
+    if all(v in (None, "bt709") for v in tags.values()):
+        short = min(video.display_width, video.display_height)
+        if any(tags.values()) or short >= HD_SHORT_SIDE:
+            return dict(BT709)
+    return tags
+
+
+def check_invariants(renditions: list[Rendition]) -> None:
+    """What no plan may contain, whatever the rules above decide: a PQ/HLG transfer on an
+    8-bit picture (it bands, and players would show a washed-out image), or a video range
+    that disagrees with the tags."""
+    for r in renditions:
+        s = r.settings
+        hdr = HDR_TRANSFERS.get(s.color_transfer or "")
+        if hdr is not None and "10" not in s.pix_fmt:
+            raise PlanError(f"{r.name}: transfer {s.color_transfer} needs 10-bit, not {s.pix_fmt}")
+        if (hdr or "SDR") != r.video_range:
+            raise PlanError(
+                f"{r.name}: video range {r.video_range} but transfer {s.color_transfer}"
+            )
+        if s.tonemap and hdr is not None:
+            raise PlanError(f"{r.name}: tone-mapped to SDR but tagged {s.color_transfer}")
+
+
 def plan_renditions(job: EncodeJob, probe: ProbeResult) -> Plan:
     """Fit the requested rungs to the source: never upscale, keep the display aspect ratio.
 
     A rung's height is the short side of the picture, so "720p" of a portrait source is 720 wide.
     Dimensions are even (4:2:0), and the sample aspect ratio absorbs rounding so that every
     rendition shows the source's exact display aspect ratio (DASH requires it per adaptation set).
+    Each rendition also carries its treatment (deinterlacing, HDR or tone-mapping, colour
+    tags): the plan is what the encoder reads, and what keys a chunk's output.
     """
     video = probe.video
     dar = Fraction(video.display_aspect_ratio.replace(":", "/"))
     source_short = min(video.display_width, video.display_height)
-    frame_rate = Fraction(video.frame_rate)
+    deinterlace, parity = deinterlacing(job, video)
+    # field rate: one frame per field, so 50i becomes 50p (30000/1001 frames: 60000/1001)
+    frame_rate = Fraction(video.frame_rate) * (2 if deinterlace == "field" else 1)
     gop = gop_frames(frame_rate, job.segment_seconds)
 
     renditions: list[Rendition] = []
@@ -167,6 +279,7 @@ def plan_renditions(job: EncodeJob, probe: ProbeResult) -> Plan:
         width, height, sar = _fit(profile.height, dar, video.display_width, video.display_height)
         codec = profile.codec or job.codec
         spec = CODECS[codec]
+        tags, video_range = colour(codec, job, video, profile.name)
         renditions.append(
             Rendition(
                 name=profile.name,
@@ -183,11 +296,37 @@ def plan_renditions(job: EncodeJob, probe: ProbeResult) -> Plan:
                     bufsize_kbps=round(profile.bitrate_kbps * BUFSIZE_FACTOR) if spec.vbv else None,
                     gop_frames=gop,
                     frame_rate=f"{frame_rate.numerator}/{frame_rate.denominator}",
+                    deinterlace=deinterlace,
+                    field_order=parity,
+                    **tags,
                 ),
+                video_range=video_range,
             )
         )
     if not renditions:
         reasons = "; ".join(f"{d.name}: {d.reason}" for d in dropped)
         raise PlanError(f"no requested profile fits the source ({reasons})")
+    check_invariants(renditions)
     renditions.sort(key=lambda r: (-r.height * r.width, r.name))
-    return Plan(renditions=renditions, dropped=dropped, segment_seconds=job.segment_seconds)
+    return Plan(
+        renditions=renditions,
+        dropped=dropped,
+        segment_seconds=job.segment_seconds,
+        not_carried=dolby_vision_not_carried(video),
+    )
+
+
+def dolby_vision_not_carried(video: VideoInfo) -> list[NotCarried]:
+    """Dolby Vision's RPU (the dynamic metadata) is not carried: the outputs are its base
+    layer, HDR10 or HLG by its transfer. Reported so nobody expects Dolby Vision out."""
+    if video.dynamic_range != "DolbyVision":
+        return []
+    base = "HLG" if video.color_transfer == HLG else "HDR10"
+    return [
+        NotCarried(
+            stream=f"#{video.index} video {video.codec} (Dolby Vision RPU)",
+            kind="video",
+            reason=f"Dolby Vision metadata is not carried; the outputs keep its {base} base "
+            "layer (or its SDR tone-map)",
+        )
+    ]

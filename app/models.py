@@ -19,6 +19,20 @@ from pydantic import (
 Codec = Literal["h264", "hevc", "av1"]
 Accelerator = Literal["auto", "cpu", "gpu"]
 ProfileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
+Language = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$",
+        description="ISO 639 language code (BCP 47 subtags allowed), e.g. eng, fra, pt-BR.",
+    ),
+]
+DynamicRange = Literal["SDR", "HDR10", "HLG", "DolbyVision"]
+FieldOrder = Literal["progressive", "tff", "bff"]
+DeinterlaceMode = Literal["auto", "on", "off"]
+DeinterlaceRate = Literal["frame", "field"]
+HdrMode = Literal["auto", "preserve", "tonemap"]
+VideoRange = Literal["SDR", "PQ", "HLG"]
+"""HLS ``VIDEO-RANGE`` of an output: its transfer function's family."""
 
 
 class Strict(BaseModel):
@@ -36,6 +50,48 @@ class CustomProfile(Strict):
     bitrate_kbps: int = Field(ge=64, le=100_000, description="Target video bitrate.")
     codec: Codec | None = Field(None, description="Defaults to the job's codec.")
     preset: str | None = Field(None, description="Encoder preset; the codec's default if unset.")
+
+
+class SidecarAudio(Strict):
+    """A dub or other audio track from its own file (checked like the video source)."""
+
+    source: str = Field(min_length=1, max_length=4096, description="Path, file:// or s3:// URI.")
+    language: Language
+    title: str | None = Field(None, max_length=128)
+
+
+class AudioOptions(Strict):
+    languages: list[Language] | None = Field(
+        None,
+        max_length=32,
+        description="Source audio tracks to keep, by language; default: every track.",
+    )
+    default: Language | None = Field(
+        None, description="Language of the default track; default: the source's default."
+    )
+    surround: bool = Field(
+        False, description="Also a 5.1 rendition (E-AC-3) of tracks that have 5.1 or more."
+    )
+    loudness_lufs: float | None = Field(
+        None,
+        ge=-40,
+        le=-5,
+        description="Normalise every track to this integrated loudness (two-pass loudnorm), "
+        "e.g. -23 (EBU R128) or -16 (streaming); off by default.",
+    )
+    tracks: list[SidecarAudio] = Field(
+        default_factory=list, max_length=16, description="Audio tracks from other files."
+    )
+
+
+class SidecarSubtitle(Strict):
+    source: str = Field(
+        min_length=1, max_length=4096, description="A .srt or .vtt file (path or URI)."
+    )
+    language: Language
+    forced: bool = False
+    hearing_impaired: bool = False
+    title: str | None = Field(None, max_length=128)
 
 
 class RetryOptions(Strict):
@@ -73,6 +129,24 @@ class EncodeRequest(Strict):
     )
     min_chunk_seconds: float = Field(
         DEFAULT_MIN_CHUNK_SECONDS, ge=0.5, le=600, description="No chunk is shorter than this."
+    )
+    deinterlace: DeinterlaceMode = Field(
+        "auto",
+        description="auto: deinterlace (bwdif) when the stream's flags or idet say interlaced.",
+    )
+    deinterlace_rate: DeinterlaceRate = Field(
+        "frame",
+        description="frame: one frame per source frame (25p from 50i); field: one per field "
+        "(50p from 50i).",
+    )
+    hdr: HdrMode = Field(
+        "auto",
+        description="auto: HDR kept (10-bit, metadata) in HEVC/AV1, tone-mapped to BT.709 SDR "
+        "in H.264; preserve: refuse a rendition that cannot keep it; tonemap: SDR everywhere.",
+    )
+    audio: AudioOptions = Field(default_factory=AudioOptions)
+    subtitles: list[SidecarSubtitle] = Field(
+        default_factory=list, max_length=32, description="Subtitle files to add (SRT or WebVTT)."
     )
 
     @field_validator("profiles")
@@ -121,9 +195,31 @@ class EncodeJob(Strict):
     chunk_seconds: float = 0.0
     min_chunk_seconds: float = DEFAULT_MIN_CHUNK_SECONDS
     window: int = Field(DEFAULT_WINDOW, ge=1, le=1000, description="Chunk tasks in flight.")
+    deinterlace: DeinterlaceMode = "auto"
+    deinterlace_rate: DeinterlaceRate = "frame"
+    hdr: HdrMode = "auto"
+    audio: AudioOptions = AudioOptions()
+    subtitles: list[SidecarSubtitle] = []
+    """Sidecar sources here are resolved URIs, checked by the API."""
 
 
 # ---------------------------------------------------------------- probe and plan
+
+
+class MasteringDisplay(Strict):
+    """SMPTE ST 2086: chromaticities as CIE 1931 x, y; luminance in cd/m2."""
+
+    red: tuple[float, float]
+    green: tuple[float, float]
+    blue: tuple[float, float]
+    white_point: tuple[float, float]
+    max_luminance: float
+    min_luminance: float
+
+
+class ContentLight(Strict):
+    max_cll: int = Field(description="Maximum content light level, cd/m2.")
+    max_fall: int = Field(description="Maximum frame-average light level, cd/m2.")
 
 
 class VideoInfo(Strict):
@@ -137,6 +233,27 @@ class VideoInfo(Strict):
     pix_fmt: str | None = None
     display_width: int
     display_height: int
+    index: int = Field(0, description="Stream index in the file.")
+    profile: str | None = None
+    bit_depth: int | None = None
+    chroma_format: str | None = Field(None, description="4:2:0, 4:2:2, 4:4:4 or 4:0:0.")
+    field_order: FieldOrder | None = Field(
+        None, description="What the stream says; None where it says nothing."
+    )
+    measured_field_order: FieldOrder | None = Field(
+        None, description="What ffmpeg's idet measured over the first frames."
+    )
+    interlaced: bool = Field(False, description="The conclusion: flags, or idet where they lie.")
+    color_primaries: str | None = None
+    color_transfer: str | None = None
+    color_matrix: str | None = None
+    color_range: str | None = Field(None, description="tv (limited) or pc (full).")
+    dynamic_range: DynamicRange = "SDR"
+    mastering_display: MasteringDisplay | None = None
+    content_light: ContentLight | None = None
+    variable_frame_rate: bool = False
+    timecode: str | None = None
+    closed_captions: bool = Field(False, description="CEA-608/708 captions in the video.")
 
 
 class AudioInfo(Strict):
@@ -144,6 +261,30 @@ class AudioInfo(Strict):
     channels: int
     channel_layout: str
     sample_rate: int
+    index: int = Field(0, description="Stream index in the file.")
+    language: str | None = None
+    title: str | None = None
+    default: bool = False
+    forced: bool = False
+
+
+class SubtitleInfo(Strict):
+    index: int = Field(description="Stream index in the file.")
+    codec: str
+    text: bool = Field(description="Text (carried as WebVTT) or image (reported, not carried).")
+    language: str | None = None
+    title: str | None = None
+    default: bool = False
+    forced: bool = False
+    hearing_impaired: bool = False
+
+
+class OtherStream(Strict):
+    """A data or attachment stream: never encoded, always reported."""
+
+    index: int
+    type: str
+    codec: str
 
 
 class ProbeResult(Strict):
@@ -151,8 +292,20 @@ class ProbeResult(Strict):
     duration_s: float
     size_bytes: int
     video: VideoInfo
-    audio: AudioInfo | None
+    audio: AudioInfo | None = Field(description="The first audio stream (every one is below).")
     streams: list[str] = Field(description="One short line per stream, for people.")
+    audio_streams: list[AudioInfo] = []
+    subtitles: list[SubtitleInfo] = []
+    other_streams: list[OtherStream] = []
+    timecode: str | None = Field(None, description="Start timecode (stream or container).")
+
+
+class NotCarried(Strict):
+    """A source stream (or part of one) the outputs do not carry, and why."""
+
+    stream: str = Field(description="e.g. '#3 subtitle hdmv_pgs_subtitle (eng)'.")
+    kind: str = Field(description="audio, subtitle, captions, data or attachment.")
+    reason: str
 
 
 class EncoderSettings(Strict):
@@ -168,6 +321,23 @@ class EncoderSettings(Strict):
     closed_gop: bool = True
     frame_rate: str
     pix_fmt: str = "yuv420p"
+    color_primaries: str | None = Field(None, description="As ffmpeg names them, e.g. bt2020.")
+    color_transfer: str | None = Field(None, description="e.g. bt709, smpte2084, arib-std-b67.")
+    color_matrix: str | None = Field(None, description="e.g. bt709, bt2020nc.")
+    mastering_display: MasteringDisplay | None = None
+    content_light: ContentLight | None = None
+    deinterlace: DeinterlaceRate | None = Field(
+        None, description="bwdif at frame or field rate; None for progressive sources."
+    )
+    field_order: Literal["tff", "bff"] | None = Field(
+        None, description="The parity bwdif is told (measured, not trusted from flags)."
+    )
+    tonemap: bool = Field(False, description="HDR source tone-mapped to BT.709 SDR.")
+    tonemap_from: str | None = Field(
+        None,
+        description="The source transfer the tone-mapper reads (smpte2084 or arib-std-b67), "
+        "not the frames' tags: a source may be untagged or tagged wrong.",
+    )
 
 
 class Rendition(Strict):
@@ -177,6 +347,40 @@ class Rendition(Strict):
     height: int
     sample_aspect_ratio: str
     settings: EncoderSettings
+    video_range: VideoRange = "SDR"
+
+
+class AudioRendition(Strict):
+    """One audio output: a source track (``source_index``) or a sidecar file."""
+
+    name: str = Field(description="e.g. audio-eng, audio-fra-2, audio-eng-51.")
+    source_uri: str | None = Field(None, description="A sidecar file; None: the job's source.")
+    source_index: int = Field(
+        0, description="Stream index within that file; -1: its first audio stream (sidecars)."
+    )
+    container: str | None = None
+    language: str = "und"
+    title: str | None = None
+    default: bool = False
+    codec: Literal["aac", "eac3"] = "aac"
+    channels: int = 2
+    bitrate_kbps: int = 128
+    sample_rate: int = 48000
+    loudness_lufs: float | None = None
+
+
+class SubtitleRendition(Strict):
+    """One subtitle output (WebVTT): an embedded text stream or a sidecar file."""
+
+    name: str = Field(description="e.g. sub-eng, sub-fra-forced.")
+    source_uri: str | None = Field(None, description="A sidecar file; None: the job's source.")
+    source_index: int | None = Field(None, description="Stream index of an embedded track.")
+    codec: str = Field(description="Source format: subrip, webvtt, mov_text, ass, ...")
+    language: str = "und"
+    title: str | None = None
+    default: bool = False
+    forced: bool = False
+    hearing_impaired: bool = False
 
 
 class DroppedProfile(Strict):
@@ -188,6 +392,11 @@ class Plan(Strict):
     renditions: list[Rendition]
     dropped: list[DroppedProfile]
     segment_seconds: int
+    audio: list[AudioRendition] | None = Field(
+        None, description="None: plans from before audio tracks (the first track, as AAC)."
+    )
+    subtitles: list[SubtitleRendition] = []
+    not_carried: list[NotCarried] = []
 
 
 # ---------------------------------------------------------------- activity inputs and outputs
@@ -219,6 +428,24 @@ class EncodeAudioInput(Strict):
     container: str
     scratch_uri: str
     duration_s: float
+    track: AudioRendition | None = Field(
+        None, description="None: histories from before audio tracks (first track, AAC stereo)."
+    )
+
+
+class Loudness(Strict):
+    """EBU R128 figures as loudnorm measured them."""
+
+    integrated_lufs: float
+    true_peak_dbtp: float
+    lra_lu: float
+    threshold_lufs: float | None = None
+
+
+class LoudnessReport(Strict):
+    target_lufs: float
+    measured: Loudness = Field(description="The source track, first pass.")
+    output: Loudness = Field(description="The normalised output, second pass.")
 
 
 class EncodedMedia(Strict):
@@ -232,6 +459,25 @@ class EncodedMedia(Strict):
     checksum: str
     encoder: str | None = None
     queue: str | None = None
+    loudness: LoudnessReport | None = None
+
+
+class SubtitleInput(Strict):
+    job_id: str
+    source_uri: str = Field(description="The job's source, or the sidecar file.")
+    container: str | None = Field(None, description="The probed demuxer of the job's source.")
+    scratch_uri: str
+    track: SubtitleRendition
+    duration_s: float
+
+
+class SubtitleMedia(Strict):
+    """A subtitle track as one WebVTT file in scratch, before packaging."""
+
+    name: str
+    uri: str
+    cues: int
+    size_bytes: int
 
 
 class RouteInput(Strict):
@@ -357,8 +603,11 @@ class PackageInput(Strict):
     job_id: str
     scratch_uri: str
     videos: list[EncodedMedia]
-    audio: EncodedMedia | None
+    audio: EncodedMedia | None = Field(description="Plans from before audio tracks only.")
     segment_seconds: int
+    plan: Plan | None = Field(None, description="None: histories from before audio tracks.")
+    audio_tracks: list[EncodedMedia] = Field(default_factory=list, description="Plan order.")
+    subtitles: list[SubtitleMedia] = []
 
 
 class PackageResult(Strict):
@@ -366,9 +615,20 @@ class PackageResult(Strict):
     hls_master: str
     dash_manifest: str
     video_playlists: list[str]
-    audio_playlist: str | None
+    audio_playlist: str | None = Field(description="The default audio track's playlist.")
     checksums: dict[str, str] = Field(default_factory=dict, description="By representation id.")
     sizes: dict[str, int] = Field(default_factory=dict, description="Bytes by representation id.")
+    audio_playlists: list[str] = Field(default_factory=list, description="Per audio track.")
+    subtitle_playlists: list[str] = Field(default_factory=list, description="Per subtitle track.")
+    subtitle_files: list[str] = Field(
+        default_factory=list, description="Whole WebVTT per subtitle track (DASH)."
+    )
+    codecs: dict[str, str] = Field(
+        default_factory=dict, description="RFC 6381 codecs string by representation id."
+    )
+    bandwidth: dict[str, int] = Field(
+        default_factory=dict, description="Peak segment bit rate by representation id."
+    )
 
 
 class PublishInput(Strict):
@@ -379,6 +639,8 @@ class PublishInput(Strict):
     audio: EncodedMedia | None
     package: PackageResult
     stage_seconds: dict[str, float]
+    audio_tracks: list[EncodedMedia] = []
+    subtitles: list[SubtitleMedia] = []
 
 
 class Manifests(Strict):
@@ -443,6 +705,8 @@ class WorkflowState(BaseModel):
     dropped: list[DroppedProfile] = []
     manifests: Manifests | None = None
     stage_seconds: dict[str, float] = {}
+    source: ProbeResult | None = Field(None, description="The probe's report of the source.")
+    not_carried: list[NotCarried] = []
     chunk_workflows: dict[str, str] = Field(
         default_factory=dict, description="Running chunk-range children: workflow ID -> codec."
     )
@@ -454,6 +718,8 @@ class EncodeResult(BaseModel):
     renditions: list[RenditionState]
     dropped: list[DroppedProfile]
     stage_seconds: dict[str, float]
+    source: ProbeResult | None = None
+    not_carried: list[NotCarried] = []
 
 
 class Progress(BaseModel):
@@ -464,6 +730,20 @@ class Progress(BaseModel):
     fps: float | None = None
     speed: float | None = None
     frames: int | None = None
+
+
+class InspectRequest(Strict):
+    """Body of ``POST /v1/inspect``."""
+
+    source: str = Field(min_length=1, max_length=4096, description="Path, file:// or s3:// URI.")
+
+
+class InspectInput(Strict):
+    """The inspect workflow's input: the source resolved to a URI."""
+
+    source_uri: str
+    job_id: str = Field(description="The inspection's workflow ID (scratch folder name).")
+    retry: RetryOptions = RetryOptions()
 
 
 class SubmitResponse(BaseModel):
@@ -482,6 +762,10 @@ class JobView(BaseModel):
     progress: float = Field(ge=0, le=1)
     renditions: list[RenditionState]
     dropped: list[DroppedProfile] = []
+    source: ProbeResult | None = Field(None, description="Every stream of the source, probed.")
+    not_carried: list[NotCarried] = Field(
+        default_factory=list, description="Source streams the outputs do not carry, and why."
+    )
     manifests: Manifests | None
     error: ErrorInfo | None
     created_at: datetime | None

@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.activities.encode import AUDIO_BITRATE_KBPS, AUDIO_SAMPLE_RATE
+from app.activities.audio import AUDIO_BITRATE_KBPS, AUDIO_SAMPLE_RATE
 from app.activities.ffmpeg import ffmpeg_binary
 from app.activities.package import DASH_MANIFEST, HLS_MASTER
 from app.models import DEFAULT_CHUNK_SECONDS

@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
 
 from app.activities.analyze import AnalyzeActivities
+from app.activities.audio import AudioActivities
 from app.activities.encode import EncodeActivities
 from app.activities.lifecycle import LifecycleActivities
 from app.activities.package import PackageActivities
@@ -90,7 +91,7 @@ async def run_pipeline(settings: Settings, job: EncodeJob) -> Path:
     audio = None
     if facts.audio:
         audio = await env.run(
-            encode.encode_audio,
+            AudioActivities(settings).encode_audio,
             EncodeAudioInput(
                 job_id=job.job_id,
                 source_uri=job.source_uri,

@@ -11,6 +11,7 @@ from app.activities.common import INVALID_SOURCE, ActivityBase
 from app.activities.probe import InvalidSource, probe_file
 from app.ladder import PlanError, plan_renditions
 from app.models import Plan, PlanInput, ProbeInput, ProbeResult
+from app.tracks import other_not_carried, plan_audio, plan_subtitles
 
 
 class AnalyzeActivities(ActivityBase):
@@ -26,6 +27,12 @@ class AnalyzeActivities(ActivityBase):
     async def plan(self, input: PlanInput) -> Plan:
         """An activity, not workflow code, so a ladder change never breaks running histories."""
         try:
-            return plan_renditions(input.job, input.probe)
+            plan = plan_renditions(input.job, input.probe)
+            audio, audio_skipped = plan_audio(input.job, input.probe)
+            subtitles, subtitles_skipped = plan_subtitles(input.job, input.probe)
         except PlanError as err:
             raise ApplicationError(str(err), type="PlanError", non_retryable=True) from None
+        not_carried = [*audio_skipped, *subtitles_skipped, *other_not_carried(input.probe)]
+        return plan.model_copy(
+            update={"audio": audio, "subtitles": subtitles, "not_carried": not_carried}
+        )

@@ -23,7 +23,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from app.activities.common import discarded_on_error, input_args, part_path, sha256_files
-from app.activities.encode import EncoderBase, encoder_name, hwaccel_args, video_output_args
+from app.activities.encode import (
+    EncoderBase,
+    Neighbours,
+    encoder_name,
+    hwaccel_args,
+    video_output_args,
+)
 from app.activities.probe import OPEN_OPTIONS, count_frames
 from app.chunking import Keyframe, choose_boundaries, forced_keyframes
 from app.models import (
@@ -41,6 +47,9 @@ from app.storage import remove_tree, uri_to_path
 
 ASSEMBLY_ERROR = "AssemblyError"
 SPLIT_EPSILON_S = 0.0005
+NEIGHBOUR_FRAMES = 4
+"""How much of a neighbouring chunk is decoded (in frames) to give bwdif its edge fields; the
+graph keeps one frame of it."""
 """The segment muxer cuts at the first keyframe at or after a time: aim just before it."""
 
 
@@ -223,19 +232,23 @@ class ChunkActivities(EncoderBase):
             }
             for part in parts.values():
                 part.parent.mkdir(parents=True, exist_ok=True)
-            out_args = video_output_args(
-                [(r, parts[r.name]) for r in todo],
-                mode=self.mode,
-                rotation=input.rotation,
-                threads=self.threads,
-                keyframes_s=forced_keyframes(chunk.start_s, chunk.duration_s,
-                                             input.segment_seconds),
-            )  # fmt: skip
-            in_args = [*hwaccel_args(self.mode, input.rotation), *input_args(src, "mov")]
+            in_args = [*hwaccel_args(self.mode, input.rotation, todo), *input_args(src, "mov")]
+            with tempfile.TemporaryDirectory(prefix="cosmos-edges-") as tmp:
+                neighbours, edge_args = await self._neighbours(input, todo, src, Path(tmp))
+                out_args = video_output_args(
+                    [(r, parts[r.name]) for r in todo],
+                    mode=self.mode,
+                    rotation=input.rotation,
+                    threads=self.threads,
+                    keyframes_s=forced_keyframes(chunk.start_s, chunk.duration_s,
+                                                 input.segment_seconds),
+                    neighbours=neighbours,
+                )  # fmt: skip
+                with discarded_on_error(*parts.values()):
+                    await self.ffmpeg(["-y", *in_args, *edge_args, *out_args],
+                                      total_s=chunk.duration_s, label=f"chunk {chunk.index}",
+                                      metric="+".join(r.name for r in todo))  # fmt: skip
             with discarded_on_error(*parts.values()):
-                await self.ffmpeg(["-y", *in_args, *out_args], total_s=chunk.duration_s,
-                                  label=f"chunk {chunk.index}",
-                                  metric="+".join(r.name for r in todo))  # fmt: skip
                 problem = await self._decode_problem(
                     list(parts.values()), chunk.duration_s, f"check chunk {chunk.index}"
                 )
@@ -255,6 +268,46 @@ class ChunkActivities(EncoderBase):
             encoder=encoder_name(input.renditions[0], self.mode),
             queue=activity.info().task_queue,
         )
+
+    async def _neighbours(
+        self, input: EncodeChunkInput, todo: list[Rendition], src: Path, tmp: Path
+    ) -> tuple[Neighbours | None, list[str]]:
+        """The chunks either side as extra ffmpeg inputs, for a deinterlaced chunk: the end of
+        the previous one (``-sseof``) and the start of the next (``-t``), a few frames each.
+
+        None for progressive renditions (nothing reads across a cut). A neighbour in S3 is
+        downloaded to this attempt's own folder, since the chunk's own task (perhaps on this
+        worker, at this moment) deletes its work copy when it finishes."""
+        settings = todo[0].settings
+        if not settings.deinterlace:
+            return None, []
+        source_rate = Fraction(settings.frame_rate) / (2 if settings.deinterlace == "field" else 1)
+        span = f"{float(NEIGHBOUR_FRAMES / source_rate):.6f}"
+        frames, _ = await asyncio.to_thread(count_frames, src)
+        index = input.chunk.index
+        args: list[str] = []
+        before = after = None
+        if index > 0:
+            path = await self._neighbour(input, index - 1, tmp)
+            args += ["-sseof", f"-{span}", *input_args(path, "mov")]
+            before = 1
+        if await self._exists(chunk_uri(input.scratch_uri, input.job_id, index + 1)):
+            path = await self._neighbour(input, index + 1, tmp)
+            args += ["-t", span, *input_args(path, "mov")]
+            after = 2 if before else 1
+        return Neighbours(frames=frames, before=before, after=after), args
+
+    async def _neighbour(self, input: EncodeChunkInput, index: int, tmp: Path) -> Path:
+        uri = chunk_uri(input.scratch_uri, input.job_id, index)
+        store = store_for(uri, self.settings)
+        if isinstance(store, LocalStore):
+            return uri_to_path(uri)
+        local = tmp / f"{index:05d}.mp4"
+        await asyncio.to_thread(store.download, uri, local)
+        return local
+
+    async def _exists(self, uri: str) -> bool:
+        return await asyncio.to_thread(store_for(uri, self.settings).exists, uri)
 
     # ------------------------------------------------------------------ assemble
 

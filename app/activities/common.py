@@ -7,7 +7,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,8 +16,8 @@ from temporalio.exceptions import ApplicationError
 
 from app.activities.ffmpeg import FfmpegError, ffmpeg_binary, run_ffmpeg
 from app.metrics import observe_encode
-from app.models import Progress
-from app.object_store import LocalStore, store_for
+from app.models import EncodedMedia, Progress
+from app.object_store import LocalStore, join, store_for
 from app.settings import Settings
 from app.sources import SourceError, check_s3_source, source_path
 from app.storage import uri_to_path
@@ -73,8 +73,10 @@ class ActivityBase:
         if not isinstance(store_for(uri, self.settings), LocalStore):
             self.scratch_path(uri, job_id).unlink(missing_ok=True)
 
-    async def local_source(self, uri: str, job_id: str) -> Path:
-        """The source as a local file: a checked path, or an S3 object streamed to disk once."""
+    async def local_source(self, uri: str, job_id: str, name: str = "source") -> Path:
+        """The source as a local file: a checked path, or an S3 object streamed to disk once.
+
+        ``name`` keeps a second S3 file of the job (a sidecar) from landing on the source's."""
         if not uri.startswith("s3://"):
             return self.source(uri)
         try:
@@ -95,7 +97,7 @@ class ActivityBase:
                 type=INVALID_SOURCE,
                 non_retryable=True,
             )
-        local = self.work_dir(job_id) / "source" / ("source" + Path(uri).suffix[:8])
+        local = self.work_dir(job_id) / "source" / (name + Path(uri).suffix[:8])
         if not local.exists() or local.stat().st_size != size:
             await asyncio.to_thread(store.download, uri, local)
         return local
@@ -108,13 +110,15 @@ class ActivityBase:
         label: str,
         metric: str | None = None,
         encodes: bool = True,
+        on_stderr: Callable[[str], None] | None = None,
     ) -> None:
         """Run ffmpeg, heartbeating its progress so the job shows it and cancellation reaches it.
 
         ``label`` names the run in heartbeats and traces; ``metric`` (default: the label) in
         metrics, where it must come from a small set (not a chunk number). A run that only
         decodes (``encodes=False``) heartbeats how far it is, but not its fps and speed, which
-        the job view would otherwise add to the encoders'."""
+        the job view would otherwise add to the encoders'. ``on_stderr`` sees ffmpeg's stderr
+        lines (see :func:`run_ffmpeg`)."""
 
         last: list[Progress] = []
 
@@ -135,12 +139,56 @@ class ActivityBase:
                 stall_timeout_s=self.settings.heartbeat_timeout_s,
                 on_progress=heartbeat,
                 label=label,
+                on_stderr=on_stderr,
             )
         except FfmpegError as err:
             raise ApplicationError(str(err), type="FfmpegError") from None
         speed = last[0].speed if last else None
         elapsed = time.monotonic() - started
         observe_encode(metric or label, activity.info().activity_type, elapsed, speed)
+
+    async def encode_to(
+        self,
+        job_id: str,
+        scratch_uri: str,
+        relative: str,
+        in_args: list[str],
+        out_args: Callable[[Path], list[str]],
+        name: str,
+        duration_s: float,
+        *,
+        on_stderr: Callable[[str], None] | None = None,
+    ) -> EncodedMedia:
+        """Encode to a partial file, then place it: an object at the target is always whole,
+        so a retry after a crash between the upload and the completion report does not encode
+        again (ffmpeg does not run then, and ``on_stderr`` sees nothing)."""
+        from app.activities.probe import count_frames  # probe imports this module (via idet)
+
+        target = join(scratch_uri, job_id, relative)
+        if await asyncio.to_thread(store_for(target, self.settings).exists, target):
+            out = await self.fetch(target, job_id)
+        else:
+            part = part_path(self.scratch_path(target, job_id))
+            part.parent.mkdir(parents=True, exist_ok=True)
+            with discarded_on_error(part):
+                await self.ffmpeg(
+                    ["-y", *in_args, *out_args(part)],
+                    total_s=duration_s,
+                    label=name,
+                    on_stderr=on_stderr,
+                )
+            out = await self.place(part, target, job_id)
+        frames, duration = await asyncio.to_thread(count_frames, out)
+        media = EncodedMedia(
+            name=name,
+            uri=target,
+            size_bytes=out.stat().st_size,
+            duration_s=duration,
+            frames=frames,
+            checksum=await sha256_files([out]),
+        )
+        self.drop_copy(target, job_id)
+        return media
 
 
 def part_path(path: Path) -> Path:
@@ -168,7 +216,8 @@ def input_args(path: Path, container: str | None = None) -> list[str]:
     return [*args, "-i", f"file:{path}"]
 
 
-def _sha256(paths: Iterable[Path]) -> str:
+def sha256_paths(paths: Iterable[Path]) -> str:
+    """SHA-256 over the files in order (blocking: for code already off the event loop)."""
     digest = hashlib.sha256()
     for path in paths:
         with path.open("rb") as f:
@@ -178,4 +227,4 @@ def _sha256(paths: Iterable[Path]) -> str:
 
 
 async def sha256_files(paths: Iterable[Path]) -> str:
-    return await asyncio.to_thread(_sha256, list(paths))
+    return await asyncio.to_thread(sha256_paths, list(paths))

@@ -67,9 +67,13 @@ async def run_ffmpeg(
     stall_timeout_s: float,
     on_progress: Callable[[Progress], None] | None = None,
     label: str = "",
+    on_stderr: Callable[[str], None] | None = None,
 ) -> None:
     """``_run_ffmpeg`` in an "ffmpeg" span (a child of the activity's), which describes the run
-    by its arguments' shape and keeps ffmpeg's last speed, so a slow job shows which run was."""
+    by its arguments' shape and keeps ffmpeg's last speed, so a slow job shows which run was.
+
+    ``on_stderr`` sees every non-empty stderr line: what a filter reports (loudnorm's JSON)
+    arrives there, with ``-loglevel info`` in ``args`` (a later ``-loglevel`` wins)."""
     with ffmpeg_span(args, label) as span:
 
         def progress(p: Progress) -> None:
@@ -84,6 +88,7 @@ async def run_ffmpeg(
             total_s=total_s,
             stall_timeout_s=stall_timeout_s,
             on_progress=progress,
+            on_stderr=on_stderr,
         )
 
 
@@ -94,6 +99,7 @@ async def _run_ffmpeg(
     total_s: float,
     stall_timeout_s: float,
     on_progress: Callable[[Progress], None] | None = None,
+    on_stderr: Callable[[str], None] | None = None,
 ) -> None:
     """Run ``ffmpeg <args>`` (never through a shell) and follow its ``-progress`` output.
 
@@ -119,6 +125,8 @@ async def _run_ffmpeg(
             line = raw.decode(errors="replace").rstrip()
             if line:
                 stderr_tail.append(line)
+                if on_stderr is not None:
+                    on_stderr(line)
 
     async def read_progress() -> None:
         assert proc.stdout is not None

@@ -6,16 +6,31 @@ import asyncio
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 
+import av
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from app.activities.common import ActivityBase, input_args, sha256_files
-from app.models import Manifests, PackageInput, PackageResult, PublishInput
+from app.activities.common import ActivityBase, input_args, sha256_paths
+from app.activities.probe import OPEN_OPTIONS
+from app.models import AudioRendition, Manifests, PackageInput, PackageResult, PublishInput
 from app.object_store import LocalStore, S3Store, Store, join, store_for
+from app.packaging.codec_strings import codec_string
+from app.packaging.dash import AudioSet, TextSet, VideoColour, rewrite
+from app.packaging.hls import (
+    AudioEntry,
+    SubtitleEntry,
+    VideoVariant,
+    master_playlist,
+    measure,
+    subtitle_playlist,
+)
 from app.storage import publish_dir, uri_to_path
+from app.subtitles import parse_vtt, segment_vtt
 
 HLS_MASTER = "master.m3u8"
 DASH_MANIFEST = "manifest.mpd"
@@ -23,20 +38,27 @@ JOB_MANIFEST = "manifest.json"
 
 
 def package_args(
-    videos: list[Path], audio: Path | None, out_dir: Path, segment_seconds: int
+    videos: list[Path],
+    audio: list[Path],
+    out_dir: Path,
+    segment_seconds: int,
+    video_sets: list[list[int]],
 ) -> list[str]:
     """One ffmpeg dash muxer run, stream copy: fMP4 segments plus an MPD and, from the same
-    segments, HLS media playlists and a master playlist (``-hls_playlist``)."""
+    segments, HLS media playlists (``-hls_playlist``; the master is the project's own).
+
+    Output stream ``i`` is representation ``i``: the videos, then the audio tracks. Videos of
+    one codec family and range share an adaptation set (``video_sets``, by video index); each
+    audio track is its own set, so each language gets its ``lang`` and ``Role``."""
     args: list[str] = []
-    inputs = [*videos, *([audio] if audio else [])]
-    for path in inputs:
+    for path in [*videos, *audio]:
         args += input_args(path, "mov")
     for i in range(len(videos)):
         args += ["-map", f"{i}:v:0"]
-    sets = ["id=0,streams=v"]
-    if audio:
-        args += ["-map", f"{len(videos)}:a:0"]
-        sets.append("id=1,streams=a")
+    for i in range(len(audio)):
+        args += ["-map", f"{len(videos) + i}:a:0"]
+    sets = [f"id={n},streams={','.join(map(str, members))}" for n, members in enumerate(video_sets)]
+    sets += [f"id={len(video_sets) + i},streams={len(videos) + i}" for i in range(len(audio))]
     args += [
         "-c", "copy", "-f", "dash",
         "-seg_duration", str(segment_seconds),
@@ -54,6 +76,62 @@ def _representation_files(staging: Path, rep_id: int) -> list[Path]:
     return [staging / f"init-{rep_id}.m4s", *sorted(staging.glob(f"chunk-{rep_id}-*.m4s"))]
 
 
+@dataclass(frozen=True)
+class VideoFacts:
+    """What a player is told of a video rendition, read from the encoded file itself."""
+
+    width: int
+    height: int
+    frame_rate: Fraction
+    colour: VideoColour
+
+    @property
+    def video_range(self) -> str:
+        return VIDEO_RANGES.get(self.colour.transfer or "", "SDR")
+
+    @property
+    def family(self) -> tuple[str, str]:
+        return self.colour.transfer or "", self.video_range
+
+
+VIDEO_RANGES = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
+
+
+def video_facts(path: Path) -> VideoFacts:
+    with av.open(str(path), options=OPEN_OPTIONS) as container:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        rate = stream.average_rate or stream.guessed_rate or Fraction(0)
+        return VideoFacts(
+            width=ctx.width,
+            height=ctx.height,
+            frame_rate=Fraction(rate.numerator, rate.denominator),
+            colour=VideoColour(
+                primaries=_tag(ctx.color_primaries, PRIMARY_NAMES),
+                transfer=_tag(ctx.color_trc, TRANSFER_NAMES),
+                matrix=_tag(ctx.colorspace, MATRIX_NAMES),
+            ),
+        )
+
+
+# FFmpeg's enum values (libavutil/pixfmt.h) to the names its options and tags use.
+PRIMARY_NAMES = {1: "bt709", 5: "bt470bg", 6: "smpte170m", 9: "bt2020", 12: "smpte432"}
+TRANSFER_NAMES = {1: "bt709", 6: "smpte170m", 14: "bt2020-10", 16: "smpte2084", 18: "arib-std-b67"}
+MATRIX_NAMES = {1: "bt709", 5: "bt470bg", 6: "smpte170m", 9: "bt2020nc", 10: "bt2020c"}
+
+
+def _tag(value: object, names: dict[int, str]) -> str | None:
+    try:
+        return names.get(int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _legacy_audio() -> AudioRendition:
+    """The one track of plans from before audio tracks: AAC stereo, no language."""
+    return AudioRendition(name="audio", default=True)
+
+
 class PackageActivities(ActivityBase):
     @activity.defn(name="package")
     async def package(self, input: PackageInput) -> PackageResult:
@@ -66,31 +144,135 @@ class PackageActivities(ActivityBase):
         if staging.exists():  # a retry starts from nothing, never from half a package
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
-        media = [*input.videos, *([input.audio] if input.audio else [])]
-        paths = [await self.fetch(m.uri, input.job_id) for m in media]
-        videos, audio = paths[: len(input.videos)], paths[len(input.videos) :]
+        audio_media = input.audio_tracks or ([input.audio] if input.audio else [])
+        audio_plan = [_legacy_audio()] * len(audio_media)
+        if input.plan is not None and input.plan.audio is not None:
+            audio_plan = input.plan.audio
+        videos = [await self.fetch(m.uri, input.job_id) for m in input.videos]
+        audio = [await self.fetch(m.uri, input.job_id) for m in audio_media]
+        subtitles = [await self.fetch(m.uri, input.job_id) for m in input.subtitles]
+        facts = [await asyncio.to_thread(video_facts, v) for v in videos]
+        families: dict[tuple[str, str], list[int]] = {}
+        for i, fact in enumerate(facts):
+            families.setdefault(fact.family, []).append(i)
         await self.ffmpeg(
-            package_args(videos, audio[0] if audio else None, staging, input.segment_seconds),
+            package_args(videos, audio, staging, input.segment_seconds, list(families.values())),
             total_s=max(v.duration_s for v in input.videos),
             label="package",
         )
-        checksums, sizes = {}, {}
-        for rep_id in range(len(paths)):
-            files = _representation_files(staging, rep_id)
-            checksums[str(rep_id)] = await sha256_files(files)
-            sizes[str(rep_id)] = sum(f.stat().st_size for f in files)
+        durations = [m.duration_s for m in [*input.videos, *audio_media]]
+        result = await asyncio.to_thread(
+            self._manifests, staging, input, facts, audio_plan, subtitles, max(durations)
+        )
         if not local:
             await asyncio.to_thread(store.delete_prefix, staging_uri)
             await asyncio.to_thread(store.upload_tree, staging, staging_uri)
             shutil.rmtree(self.work_dir(input.job_id), ignore_errors=True)
+        return result.model_copy(update={"staging_uri": staging_uri})
+
+    def _manifests(
+        self,
+        staging: Path,
+        input: PackageInput,
+        facts: list[VideoFacts],
+        audio_plan: list[AudioRendition],
+        subtitles: list[Path],
+        duration_s: float,
+    ) -> PackageResult:
+        """Codec strings and bit rates measured from the segments, subtitles segmented, then
+        the HLS master written and ffmpeg's MPD corrected."""
+        n_video = len(facts)
+        playlists = [f"media_{i}.m3u8" for i in range(n_video + len(audio_plan))]
+        codecs = {str(i): codec_string(staging / f"init-{i}.m4s") for i in range(len(playlists))}
+        rates = [measure(staging / name) for name in playlists]
+        variants = [
+            VideoVariant(
+                uri=playlists[i],
+                bitrate=rates[i],
+                codecs=codecs[str(i)],
+                width=fact.width,
+                height=fact.height,
+                frame_rate=fact.frame_rate,
+                video_range=fact.video_range,
+            )
+            for i, fact in enumerate(facts)
+        ]
+        audio_entries = [
+            AudioEntry(
+                uri=playlists[n_video + i],
+                group=f"audio-{track.codec}",
+                name=track.title or track.name,
+                language=track.language,
+                default=track.default,
+                channels=track.channels,
+                codecs=codecs[str(n_video + i)],
+                bitrate=rates[n_video + i],
+            )
+            for i, track in enumerate(audio_plan)
+        ]
+        subtitle_plan = input.plan.subtitles if input.plan else []
+        sub_entries, text_sets, sub_playlists, sub_files = [], [], [], []
+        for track, vtt in zip(subtitle_plan, subtitles, strict=True):
+            whole = f"{track.name}.vtt"
+            shutil.copyfile(vtt, staging / whole)
+            cues = parse_vtt((staging / whole).read_text(encoding="utf-8"))
+            documents = segment_vtt(cues, input.segment_seconds, duration_s)
+            segments = []
+            for n, document in enumerate(documents, 1):
+                name = f"{track.name}-{n:05d}.vtt"
+                (staging / name).write_text(document, encoding="utf-8")
+                start = (n - 1) * input.segment_seconds
+                segments.append((name, min(input.segment_seconds, duration_s - start)))
+            playlist = f"{track.name}.m3u8"
+            (staging / playlist).write_text(subtitle_playlist(segments), encoding="utf-8")
+            label = track.title or track.name
+            sub_entries.append(
+                SubtitleEntry(playlist, label, track.language, track.default, track.forced,
+                              track.hearing_impaired)
+            )  # fmt: skip
+            size = (staging / whole).stat().st_size
+            text_sets.append(
+                TextSet(whole, track.name, track.language, label, track.forced,
+                        track.hearing_impaired, bandwidth=max(1, round(size * 8 / duration_s)))
+            )  # fmt: skip
+            sub_playlists.append(playlist)
+            sub_files.append(whole)
+        (staging / HLS_MASTER).write_text(
+            master_playlist(variants, audio_entries, sub_entries), encoding="utf-8"
+        )
+        rewrite(
+            staging / DASH_MANIFEST,
+            duration_s=duration_s,
+            codecs=codecs,
+            hdr={str(i): f.colour for i, f in enumerate(facts) if f.video_range != "SDR"},
+            audio=[
+                AudioSet(str(n_video + i), track.title or track.name, track.default)
+                for i, track in enumerate(audio_plan)
+            ],
+            text=text_sets,
+        )
+        checksums, sizes = {}, {}
+        for rep_id in range(len(playlists)):
+            files = _representation_files(staging, rep_id)
+            checksums[str(rep_id)] = sha256_paths(files)
+            sizes[str(rep_id)] = sum(f.stat().st_size for f in files)
+        default_audio = next(
+            (e.uri for e in audio_entries if e.default),
+            audio_entries[0].uri if audio_entries else None,
+        )
         return PackageResult(
-            staging_uri=staging_uri,
+            staging_uri="",
             hls_master=HLS_MASTER,
             dash_manifest=DASH_MANIFEST,
-            video_playlists=[f"media_{i}.m3u8" for i in range(len(videos))],
-            audio_playlist=f"media_{len(videos)}.m3u8" if audio else None,
+            video_playlists=playlists[:n_video],
+            audio_playlist=default_audio,
+            audio_playlists=playlists[n_video:],
+            subtitle_playlists=sub_playlists,
+            subtitle_files=sub_files,
             checksums=checksums,
             sizes=sizes,
+            codecs=codecs,
+            bandwidth={str(i): r.peak for i, r in enumerate(rates)},
         )
 
     @activity.defn(name="publish_manifest")
@@ -160,7 +342,10 @@ class PackageActivities(ActivityBase):
                     "name": rendition.name,
                     "codec": rendition.codec,
                     "encoder": media.encoder or rendition.settings.encoder,
-                    "settings": rendition.settings.model_dump(),
+                    "settings": rendition.settings.model_dump(mode="json"),
+                    "codecs": package.codecs.get(str(rep_id)),
+                    "video_range": rendition.video_range,
+                    "peak_bitrate_kbps": round(package.bandwidth.get(str(rep_id), 0) / 1000),
                     "pool": media.queue,
                     "width": rendition.width,
                     "height": rendition.height,
@@ -175,25 +360,65 @@ class PackageActivities(ActivityBase):
                     "dash_representation_id": str(rep_id),
                 }
             )
-        audio = None
-        if input.audio is not None and package.audio_playlist is not None:
-            rep_id = len(input.videos)
-            audio = {
-                "codec": "aac",
-                "channels": 2,
-                "duration_s": input.audio.duration_s,
-                "checksum": package.checksums.get(str(rep_id), input.audio.checksum),
-                "hls_playlist": package.audio_playlist,
-                "dash_representation_id": str(rep_id),
+        audio_media = input.audio_tracks or ([input.audio] if input.audio else [])
+        audio_plan = input.plan.audio if input.plan.audio is not None else [_legacy_audio()]
+        tracks = []
+        for i, (track, media) in enumerate(zip(audio_plan, audio_media, strict=False)):
+            rep = str(len(input.videos) + i)
+            tracks.append(
+                {
+                    "name": track.name,
+                    "language": track.language,
+                    "title": track.title,
+                    "default": track.default,
+                    "codec": track.codec,
+                    "codecs": package.codecs.get(rep),
+                    "channels": track.channels,
+                    "sample_rate": track.sample_rate,
+                    "bitrate_kbps": track.bitrate_kbps,
+                    "source": track.source_uri or f"source stream #{track.source_index}",
+                    "duration_s": media.duration_s,
+                    "loudness": media.loudness.model_dump() if media.loudness else None,
+                    "checksum": package.checksums.get(rep, media.checksum),
+                    "hls_playlist": package.audio_playlists[i]
+                    if package.audio_playlists
+                    else package.audio_playlist,
+                    "dash_representation_id": rep,
+                }
+            )
+        subtitles = [
+            {
+                "name": track.name,
+                "language": track.language,
+                "title": track.title,
+                "forced": track.forced,
+                "hearing_impaired": track.hearing_impaired,
+                "source": track.source_uri or f"source stream #{track.source_index}",
+                "format": "webvtt",
+                "cues": media.cues,
+                "hls_playlist": playlist,
+                "webvtt": whole,
             }
+            for track, media, playlist, whole in zip(
+                input.plan.subtitles,
+                input.subtitles,
+                package.subtitle_playlists,
+                package.subtitle_files,
+                strict=True,
+            )
+        ]
+        default = next((t for t in tracks if t["default"]), tracks[0] if tracks else None)
         return {
             "job_id": job.job_id,
             "created_at": datetime.now(UTC).isoformat(),
             "source": {"uri": job.source_uri, **input.probe.model_dump(mode="json")},
             "segment_seconds": input.plan.segment_seconds,
             "renditions": renditions,
-            "audio": audio,
+            "audio": default,
+            "audio_tracks": tracks,
+            "subtitles": subtitles,
             "dropped": [d.model_dump() for d in input.plan.dropped],
+            "not_carried": [n.model_dump() for n in input.plan.not_carried],
             "manifests": {"hls": package.hls_master, "dash": package.dash_manifest},
             "stage_seconds": input.stage_seconds,
         }

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
+from statistics import median
+from typing import cast
 
 import av
 import av.error
+from av.audio.stream import AudioStream
+from av.container import InputContainer
+from av.sidedata.sidedata import SideData
+from av.stream import Stream
+from av.subtitles.stream import SubtitleStream
+from av.video.frame import VideoFrame
+from av.video.stream import VideoStream
 
-from app.models import AudioInfo, ProbeResult, VideoInfo
+from app.activities.idet import measure_field_order
+from app.models import (
+    AudioInfo,
+    ContentLight,
+    DynamicRange,
+    FieldOrder,
+    MasteringDisplay,
+    OtherStream,
+    ProbeResult,
+    SubtitleInfo,
+    VideoInfo,
+)
 
 
 class InvalidSource(ValueError):
@@ -35,6 +58,164 @@ def _ratio(value: Fraction) -> str:
 
 def _rotation(degrees: float) -> int:
     return round(degrees / 90.0) % 4 * 90
+
+
+# FFmpeg's enum values (libavutil/pixfmt.h, codec_par.h) -> the names ffmpeg's options use.
+COLOR_PRIMARIES = {
+    1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film",
+    9: "bt2020", 10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213",
+}  # fmt: skip
+COLOR_TRANSFERS = {
+    1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
+    9: "log100", 10: "log316", 11: "iec61966-2-4", 12: "bt1361e", 13: "iec61966-2-1",
+    14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084", 17: "smpte428", 18: "arib-std-b67",
+}  # fmt: skip
+COLOR_MATRICES = {
+    0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "ycgco",
+    9: "bt2020nc", 10: "bt2020c", 11: "smpte2085", 12: "chroma-derived-nc",
+    13: "chroma-derived-c", 14: "ictcp",
+}  # fmt: skip
+COLOR_RANGES = {1: "tv", 2: "pc"}
+# AVFieldOrder: TT/BB are coded and shown in the same order; TB is coded top first but shown
+# bottom first (bff), BT the reverse (tff).
+FIELD_ORDERS: dict[int, FieldOrder] = {1: "progressive", 2: "tff", 3: "bff", 4: "bff", 5: "tff"}
+TEXT_SUBTITLES = frozenset({"subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text", "ttml"})
+DOLBY_VISION_TAGS = frozenset({"dvh1", "dvhe", "dav1", "dva1", "dvav"})
+VFR_PACKETS = 300
+VFR_TOLERANCE = 0.10
+FRAMES_FOR_FLAGS = 5
+
+
+def is_text_subtitle(codec: str) -> bool:
+    """Text subtitles can be carried (as WebVTT); image ones (PGS, DVD, DVB) are only reported."""
+    return codec in TEXT_SUBTITLES
+
+
+def _language(stream: Stream) -> str | None:
+    language = (stream.metadata.get("language") or "").strip()
+    return None if language.lower() in ("", "und") else language
+
+
+def _title(stream: Stream) -> str | None:
+    # Matroska and most formats say "title"; the MP4 demuxer reports a track's udta name as "name".
+    return stream.metadata.get("title") or stream.metadata.get("name") or None
+
+
+def _disposition(stream: Stream, name: str) -> bool:
+    flag = getattr(av.stream.Disposition, name, None)
+    return bool(flag is not None and stream.disposition & flag)
+
+
+def _chroma(fmt: av.VideoFormat) -> str | None:
+    """4:2:0 / 4:2:2 / 4:4:4 / 4:0:0 from the pixel format's subsampling (None for RGB)."""
+    if fmt.is_rgb:
+        return "4:4:4"
+    components = fmt.components
+    if len(components) < 3:
+        return "4:0:0" if components else None
+    sub_w = fmt.chroma_width(1 << 10)
+    sub_h = fmt.chroma_height(1 << 10)
+    if sub_w == 1 << 10:
+        return "4:4:4"
+    if sub_w == 1 << 9:
+        return "4:2:0" if sub_h == 1 << 9 else "4:2:2"
+    if sub_w == 1 << 8:
+        return "4:1:0" if sub_h == 1 << 8 else "4:1:1"
+    return None
+
+
+def _rationals(data: bytes, count: int) -> list[float]:
+    values = struct.unpack(f"<{2 * count}i", data[: 8 * count])
+    return [n / d if d else 0.0 for n, d in zip(values[::2], values[1::2], strict=True)]
+
+
+def _mastering_display(data: bytes) -> MasteringDisplay | None:
+    """AVMasteringDisplayMetadata: primaries[3][2] (R, G, B), white[2], min, max luminance as
+    AVRationals, then has_primaries and has_luminance."""
+    if len(data) < 88:
+        return None
+    values = _rationals(data, 10)
+    has_primaries, has_luminance = struct.unpack("<ii", data[80:88])
+    if not (has_primaries and has_luminance):
+        return None
+    return MasteringDisplay(
+        red=(round(values[0], 5), round(values[1], 5)),
+        green=(round(values[2], 5), round(values[3], 5)),
+        blue=(round(values[4], 5), round(values[5], 5)),
+        white_point=(round(values[6], 5), round(values[7], 5)),
+        min_luminance=round(values[8], 6),
+        max_luminance=round(values[9], 4),
+    )
+
+
+def _content_light(data: bytes) -> ContentLight | None:
+    """AVContentLightMetadata: unsigned MaxCLL, MaxFALL."""
+    if len(data) < 8:
+        return None
+    max_cll, max_fall = struct.unpack("<II", data[:8])
+    return ContentLight(max_cll=max_cll, max_fall=max_fall)
+
+
+def _variable_frame_rate(path: Path, index: int) -> bool:
+    """Frame durations of the first packets: VFR when more than a few stray from the typical one
+    by over 10 %. Container timestamp rounding (1 ms in Matroska) stays well inside that. The file
+    is opened again so the demux starts at the beginning whatever seeking the format allows."""
+    times: list[int] = []
+    try:
+        with av.open(str(path), options=OPEN_OPTIONS) as container:
+            for packet in container.demux(container.streams[index]):
+                if packet.pts is not None and packet.size:
+                    times.append(packet.pts)
+                if len(times) >= VFR_PACKETS:
+                    break
+    except (av.error.FFmpegError, ValueError):
+        return False
+    times.sort()
+    durations = [b - a for a, b in pairwise(times) if b > a]
+    if len(durations) < 3:
+        return False
+    typical = median(durations)
+    off = sum(1 for d in durations if abs(d - typical) > VFR_TOLERANCE * typical)
+    return off > max(1, len(durations) // 20)
+
+
+def _timecode(container: InputContainer, stream: VideoStream) -> str | None:
+    """Stream tag, then the container's, then a tmcd (QuickTime timecode) data stream's."""
+    for metadata in (stream.metadata, container.metadata):
+        if metadata.get("timecode"):
+            return str(metadata["timecode"])
+    for other in container.streams:
+        if other.metadata.get("timecode"):
+            return str(other.metadata["timecode"])
+    return None
+
+
+def _codec_name(stream: Stream) -> str:
+    """FFmpeg's name of the codec as ffprobe says it (subrip, mp3), not the decoder's (srt,
+    mp3float). Data streams often have no decoder: a QuickTime timecode track is named "tmcd"."""
+    ctx = stream.codec_context
+    if ctx is not None and ctx.name:
+        return str(getattr(ctx.codec, "canonical_name", None) or ctx.name)
+    if stream.metadata.get("timecode"):
+        return "tmcd"
+    return getattr(stream, "name", None) or "unknown"
+
+
+def _dynamic_range(transfer: str | None, dolby_vision: bool) -> DynamicRange:
+    if dolby_vision:
+        return "DolbyVision"
+    if transfer == "smpte2084":
+        return "HDR10"
+    if transfer == "arib-std-b67":
+        return "HLG"
+    return "SDR"
+
+
+def _stream_line(stream: Stream) -> str:
+    codec = _codec_name(stream)
+    line = f"#{stream.index} {stream.type} {codec}"
+    language = _language(stream)
+    return f"{line} ({language})" if language else line
 
 
 def probe_file(path: Path) -> ProbeResult:
@@ -71,14 +252,16 @@ def probe_file(path: Path) -> ProbeResult:
             raise InvalidSource("source video has no usable frame rate")
         frame_rate = Fraction(rate.numerator, rate.denominator)
 
+        frames = container.decode(vstream)
         try:
-            first = next(container.decode(vstream), None)
+            first = next(frames, None)
         except (av.error.FFmpegError, ValueError) as err:
             raise InvalidSource(
                 f"source video cannot be decoded ({vstream.codec_context.name}): {err}"
             ) from None
         if first is None:
             raise InvalidSource("source video has no decodable frames")
+        flags = _frame_flags(first, frames)
         rotation = _rotation(float(getattr(first, "rotation", 0) or 0))
 
         duration = 0.0
@@ -99,41 +282,165 @@ def probe_file(path: Path) -> ProbeResult:
         if rotation in (90, 270):
             dar, display_w, display_h = 1 / dar, display_h, display_w
 
-        audio = None
-        if container.streams.audio:
-            astream = container.streams.audio[0]
-            actx = astream.codec_context
-            layout = actx.layout.name if actx.layout else ""
-            audio = AudioInfo(
-                codec=actx.name,
-                channels=actx.channels,
-                channel_layout=layout,
-                sample_rate=actx.sample_rate,
+        audio_streams = [_audio_info(a) for a in container.streams.audio]
+        subtitles = [_subtitle_info(t) for t in container.streams.subtitles]
+        other_streams = [
+            OtherStream(
+                index=o.index,
+                type=o.type,
+                codec=_codec_name(o),
             )
-
-        streams = [
-            f"#{s.index} {s.type} {s.codec_context.name if s.codec_context else 'unknown'}"
-            for s in container.streams
+            for o in container.streams
+            if o.type not in ("video", "audio", "subtitle")
         ]
+        facts = _video_facts(container, vstream, first, flags)
+        measured = measure_field_order(path, fmt)
+        flagged = facts["field_order"] in ("tff", "bff") or (
+            facts["field_order"] is None and flags.interlaced
+        )
+        video = VideoInfo.model_validate(
+            {
+                "codec": ctx.name,
+                "width": width,
+                "height": height,
+                "sample_aspect_ratio": _ratio(sar),
+                "display_aspect_ratio": _ratio(dar),
+                "rotation": rotation,
+                "frame_rate": f"{frame_rate.numerator}/{frame_rate.denominator}",
+                "pix_fmt": ctx.pix_fmt,
+                "display_width": display_w,
+                "display_height": display_h,
+                "index": vstream.index,
+                **facts,
+                "measured_field_order": measured,
+                # The measurement wins where the flags lie, either way.
+                "interlaced": measured in ("tff", "bff") if measured else flagged,
+                "variable_frame_rate": _variable_frame_rate(path, vstream.index),
+            }
+        )
+        streams = [_stream_line(s) for s in container.streams]
         return ProbeResult(
             container=fmt,
             duration_s=round(duration, 6),
             size_bytes=path.stat().st_size,
-            video=VideoInfo(
-                codec=ctx.name,
-                width=width,
-                height=height,
-                sample_aspect_ratio=_ratio(sar),
-                display_aspect_ratio=_ratio(dar),
-                rotation=rotation,
-                frame_rate=f"{frame_rate.numerator}/{frame_rate.denominator}",
-                pix_fmt=ctx.pix_fmt,
-                display_width=display_w,
-                display_height=display_h,
-            ),
-            audio=audio,
+            video=video,
+            audio=audio_streams[0] if audio_streams else None,
             streams=streams,
+            audio_streams=audio_streams,
+            subtitles=subtitles,
+            other_streams=other_streams,
+            timecode=video.timecode,
         )
+
+
+class _Flags:
+    """What the first decoded frames say: interlacing, side data."""
+
+    def __init__(self) -> None:
+        self.interlaced = False
+        self.captions = False
+        self.dolby_vision = False
+        self.mastering: MasteringDisplay | None = None
+        self.light: ContentLight | None = None
+
+
+def _frame_flags(first: VideoFrame, rest: Iterator[VideoFrame]) -> _Flags:
+    """Read the first few frames' flags and side data; a decode error past the first frame is
+    not this probe's business (the encode finds it), so it ends the reading quietly."""
+    flags = _Flags()
+    frame: VideoFrame | None = first
+    for _ in range(FRAMES_FOR_FLAGS):
+        if frame is None:
+            break
+        flags.interlaced = flags.interlaced or bool(frame.interlaced_frame)
+        # PyAV's stubs type the container's iteration as keys; it yields SideData objects.
+        for side in cast(Iterable[SideData], frame.side_data):
+            kind = side.type.name
+            if kind == "A53_CC":
+                flags.captions = True
+            elif kind in ("DOVI_RPU_BUFFER", "DOVI_METADATA"):
+                flags.dolby_vision = True
+            elif kind == "MASTERING_DISPLAY_METADATA" and flags.mastering is None:
+                flags.mastering = _mastering_display(bytes(side))
+            elif kind == "CONTENT_LIGHT_LEVEL" and flags.light is None:
+                flags.light = _content_light(bytes(side))
+        try:
+            frame = next(rest, None)
+        except (av.error.FFmpegError, ValueError):
+            break
+    return flags
+
+
+def _video_facts(
+    container: InputContainer, stream: VideoStream, first: VideoFrame, flags: _Flags
+) -> dict[str, object]:
+    """Profile, sampling, colour, HDR and captions of the video stream."""
+    ctx = stream.codec_context
+    bit_depth = chroma = None
+    if ctx.pix_fmt:
+        fmt = av.VideoFormat(ctx.pix_fmt)
+        if fmt.components:
+            bit_depth = max(c.bits for c in fmt.components)
+        chroma = _chroma(fmt)
+    # The frame's tags where the stream's say nothing (some demuxers leave codecpar unset).
+    primaries = COLOR_PRIMARIES.get(int(ctx.color_primaries)) or COLOR_PRIMARIES.get(
+        int(first.color_primaries)
+    )
+    transfer = COLOR_TRANSFERS.get(int(ctx.color_trc)) or COLOR_TRANSFERS.get(int(first.color_trc))
+    matrix = COLOR_MATRICES.get(int(ctx.colorspace)) if int(ctx.colorspace) != 2 else None
+    matrix = matrix or (
+        COLOR_MATRICES.get(int(first.colorspace)) if int(first.colorspace) != 2 else None
+    )
+    color_range = COLOR_RANGES.get(int(ctx.color_range)) or COLOR_RANGES.get(int(first.color_range))
+    tag = (ctx.codec_tag or "").strip("\x00").lower()
+    dolby_vision = flags.dolby_vision or tag in DOLBY_VISION_TAGS
+    properties = int(getattr(ctx, "properties", 0) or 0)
+    return {
+        "profile": ctx.profile or None,
+        "bit_depth": bit_depth,
+        "chroma_format": chroma,
+        "field_order": FIELD_ORDERS.get(int(ctx.field_order or 0)),
+        "color_primaries": primaries,
+        "color_transfer": transfer,
+        "color_matrix": matrix,
+        "color_range": color_range,
+        "dynamic_range": _dynamic_range(transfer, dolby_vision),
+        "mastering_display": flags.mastering,
+        "content_light": flags.light,
+        "timecode": _timecode(container, stream),
+        # AV_CODEC_PROP_CLOSED_CAPTIONS (0x10000): the decoder saw A53 captions.
+        "closed_captions": flags.captions or bool(properties & 0x10000),
+    }
+
+
+def _audio_info(stream: AudioStream) -> AudioInfo:
+    ctx = stream.codec_context
+    layout = ctx.layout.name if ctx.layout else ""
+    return AudioInfo(
+        codec=_codec_name(stream),
+        channels=ctx.channels,
+        channel_layout=layout,
+        sample_rate=ctx.sample_rate,
+        index=stream.index,
+        language=_language(stream),
+        title=_title(stream),
+        default=_disposition(stream, "default"),
+        forced=_disposition(stream, "forced"),
+    )
+
+
+def _subtitle_info(stream: SubtitleStream) -> SubtitleInfo:
+    codec = _codec_name(stream)
+    return SubtitleInfo(
+        index=stream.index,
+        codec=codec,
+        text=is_text_subtitle(codec),
+        language=_language(stream),
+        title=_title(stream),
+        default=_disposition(stream, "default"),
+        forced=_disposition(stream, "forced"),
+        hearing_impaired=_disposition(stream, "hearing_impaired"),
+    )
 
 
 def count_frames(path: Path) -> tuple[int, float]:

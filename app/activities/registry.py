@@ -8,11 +8,13 @@ from typing import Any
 from temporalio.client import Client
 
 from app.activities.analyze import AnalyzeActivities
+from app.activities.audio import AudioActivities
 from app.activities.chunks import ChunkActivities
 from app.activities.encode import EncodeActivities
 from app.activities.lifecycle import LifecycleActivities
 from app.activities.package import PackageActivities
 from app.activities.routing import RoutingActivities
+from app.activities.subtitles import SubtitleActivities
 from app.queues import mode_of
 from app.resources import threads_per_job
 from app.settings import Settings
@@ -31,10 +33,11 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         analyze.plan,
         routing.route,
         encode.encode_video,
-        encode.encode_audio,
+        AudioActivities(settings).encode_audio,
         chunks.split,
         chunks.encode_chunk,
         chunks.assemble,
+        SubtitleActivities(settings).prepare,
         package.package,
         package.publish_manifest,
         lifecycle.cleanup,

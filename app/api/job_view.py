@@ -156,11 +156,14 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
 
     if result is not None:
         renditions, stage, dropped = result.renditions, "done", result.dropped
+        source, not_carried = result.source, result.not_carried
         manifests, progress = result.manifests, 1.0
     else:
         renditions = state.renditions if state else []
         stage = state.stage if state else None
         dropped = state.dropped if state else []
+        source = state.source if state else None
+        not_carried = state.not_carried if state else []
         manifests = None
         if status is JobStatus.RUNNING:
             beats = await _heartbeats(client, desc)
@@ -184,6 +187,8 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
         progress=progress,
         renditions=renditions,
         dropped=dropped,
+        source=source,
+        not_carried=not_carried,
         manifests=manifests,
         error=error,
         created_at=desc.start_time,

@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from app.api import errors
-from app.api.routers import codec, encode, health, jobs, workers
+from app.api.routers import codec, encode, health, inspect, jobs, workers
 from app.api.security import BodyLimit, require_api_key
 from app.metrics import SubmissionMetrics, setup_metrics
 from app.settings import Settings, get_settings
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     protected = [Depends(require_api_key)]
     app.include_router(encode.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
+    app.include_router(inspect.router, dependencies=protected)
     app.include_router(workers.router, dependencies=protected)
     app.include_router(codec.router, dependencies=protected)
     # A server span per request, the parent of the StartWorkflow span of a submitted job.

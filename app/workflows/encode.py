@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, TypeVar
 
@@ -17,14 +18,17 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from app.activities.analyze import AnalyzeActivities
+    from app.activities.audio import AudioActivities
     from app.activities.chunks import ChunkActivities
     from app.activities.encode import EncodeActivities
     from app.activities.lifecycle import LifecycleActivities
     from app.activities.package import PackageActivities
     from app.activities.routing import RoutingActivities
+    from app.activities.subtitles import SubtitleActivities
     from app.chunking import chunk_progress, ranges, window_share
     from app.models import (
         AssembleInput,
+        AudioRendition,
         ChunkPlan,
         ChunkProgress,
         ChunkRangeInput,
@@ -50,6 +54,9 @@ with workflow.unsafe.imports_passed_through():
         Route,
         RouteInput,
         SplitInput,
+        SubtitleInput,
+        SubtitleMedia,
+        SubtitleRendition,
         WorkflowState,
     )
     from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
@@ -65,6 +72,16 @@ VISIBILITY_PATCH = "visibility"
 """Histories recorded before the CosmosStatus search attribute replay without its upserts."""
 CHUNK_PATCH = "chunked"
 """Histories recorded before chunked encoding replay with one activity per rendition."""
+
+
+@dataclass
+class Tracks:
+    """What is encoded beside the video: the audio tracks and the subtitles."""
+
+    audio: list[EncodedMedia] = field(default_factory=list)
+    subtitles: list[SubtitleMedia] = field(default_factory=list)
+    legacy_audio: EncodedMedia | None = None
+    """The one track of a plan from before audio tracks (recorded histories)."""
 
 
 @workflow.defn
@@ -103,10 +120,12 @@ class EncodeWorkflow:
                     ProbeInput(source_uri=job.source_uri, job_id=job.job_id),
                 ),
             )
+            self._state.source = probe
             plan = await self._stage(
                 "plan", self._call(AnalyzeActivities.plan, PlanInput(job=job, probe=probe))
             )
             self._state.dropped = plan.dropped
+            self._state.not_carried = plan.not_carried
             self._state.renditions = [
                 RenditionState(name=r.name, codec=r.codec, width=r.width, height=r.height)
                 for r in plan.renditions
@@ -132,12 +151,12 @@ class EncodeWorkflow:
             ):
                 chunks = await self._stage("split", self._split(job, probe))
             if chunks is not None and chunks.count > 1:
-                audio = await self._stage(
+                tracks = await self._stage(
                     "encode", self._encode_chunked(job, probe, plan, routes, chunks)
                 )
                 videos = await self._stage("assemble", self._assemble(job, probe, plan, chunks))
             else:
-                videos, audio = await self._stage(
+                videos, tracks = await self._stage(
                     "encode", self._encode_all(job, probe, plan, routes)
                 )
             package = await self._stage(
@@ -148,8 +167,11 @@ class EncodeWorkflow:
                         job_id=job.job_id,
                         scratch_uri=job.scratch_uri,
                         videos=videos,
-                        audio=audio,
+                        audio=tracks.legacy_audio,
                         segment_seconds=plan.segment_seconds,
+                        plan=plan if plan.audio is not None else None,
+                        audio_tracks=tracks.audio,
+                        subtitles=tracks.subtitles,
                     ),
                     timeout=LONG,
                     heartbeat=True,
@@ -164,9 +186,11 @@ class EncodeWorkflow:
                         probe=probe,
                         plan=plan,
                         videos=videos,
-                        audio=audio,
+                        audio=tracks.legacy_audio,
                         package=package,
                         stage_seconds=dict(self._state.stage_seconds),
+                        audio_tracks=tracks.audio,
+                        subtitles=tracks.subtitles,
                     ),
                 ),
             )
@@ -189,36 +213,70 @@ class EncodeWorkflow:
             renditions=self._state.renditions,
             dropped=plan.dropped,
             stage_seconds=self._state.stage_seconds,
+            source=probe,
+            not_carried=plan.not_carried,
         )
 
     # ------------------------------------------------------------------ fan-out / fan-in
 
     async def _encode_all(
         self, job: EncodeJob, probe: ProbeResult, plan: Plan, routes: dict[str, Route]
-    ) -> tuple[list[EncodedMedia], EncodedMedia | None]:
-        """Every rendition (and the audio, once) in parallel, one activity each."""
-        work: list[Coroutine[Any, Any, EncodedMedia | None]] = [
+    ) -> tuple[list[EncodedMedia], Tracks]:
+        """Every rendition (and the audio and subtitles, once) in parallel, one activity each."""
+        work: list[Coroutine[Any, Any, Any]] = [
             self._encode_rendition(job, probe, rendition, routes.get(rendition.codec))
             for rendition in plan.renditions
         ]
-        results = await _all_or_none([*work, self._encode_audio(job, probe)])
-        videos = [r for r in results[:-1] if r is not None]
-        return videos, results[-1]
+        results: list[Any] = await _all_or_none([*work, self._tracks(job, probe, plan)])
+        return [v for v in results[:-1] if v is not None], results[-1]
 
-    async def _encode_audio(self, job: EncodeJob, probe: ProbeResult) -> EncodedMedia | None:
-        """Once per job, from the whole source; a source without audio gives none."""
-        if probe.audio is None:
+    async def _tracks(self, job: EncodeJob, probe: ProbeResult, plan: Plan) -> Tracks:
+        """Audio and subtitles, beside the video. Plans from before audio tracks (recorded
+        histories) have ``audio`` None: their one AAC track is encoded as it was then."""
+        if plan.audio is None:
+            return Tracks(legacy_audio=await self._encode_audio(job, probe, None))
+        audio = [self._encode_audio(job, probe, track) for track in plan.audio]
+        texts = [self._prepare_subtitles(job, probe, track) for track in plan.subtitles]
+        results = await _all_or_none([*audio, *texts])
+        return Tracks(
+            audio=[r for r in results[: len(audio)] if isinstance(r, EncodedMedia)],
+            subtitles=[r for r in results[len(audio) :] if isinstance(r, SubtitleMedia)],
+        )
+
+    async def _encode_audio(
+        self, job: EncodeJob, probe: ProbeResult, track: AudioRendition | None
+    ) -> EncodedMedia | None:
+        """Once per job and track, from the whole source (or the track's own file)."""
+        if track is None and probe.audio is None:
             return None
         media: EncodedMedia = await self._call(
-            EncodeActivities.encode_audio,
+            AudioActivities.encode_audio,
             EncodeAudioInput(
                 job_id=job.job_id,
                 source_uri=job.source_uri,
                 container=probe.container,
                 scratch_uri=job.scratch_uri,
                 duration_s=probe.duration_s,
+                track=track,
             ),
             timeout=LONG,
+            heartbeat=True,
+        )
+        return media
+
+    async def _prepare_subtitles(
+        self, job: EncodeJob, probe: ProbeResult, track: SubtitleRendition
+    ) -> SubtitleMedia:
+        media: SubtitleMedia = await self._call(
+            SubtitleActivities.prepare,
+            SubtitleInput(
+                job_id=job.job_id,
+                source_uri=track.source_uri or job.source_uri,
+                container=None if track.source_uri else probe.container,
+                scratch_uri=job.scratch_uri,
+                track=track,
+                duration_s=probe.duration_s,
+            ),
             heartbeat=True,
         )
         return media
@@ -250,9 +308,9 @@ class EncodeWorkflow:
         plan: Plan,
         routes: dict[str, Route],
         chunks: ChunkPlan,
-    ) -> EncodedMedia | None:
+    ) -> Tracks:
         """Per codec, child workflows over ranges of chunks (each chunk decoded once for all
-        renditions of the codec), sharing the job's window; the audio alongside, once."""
+        renditions of the codec), sharing the job's window; audio and subtitles alongside."""
         codecs = sorted({r.codec for r in plan.renditions})
         spans = ranges(chunks.count)
         window = window_share(job.window, len(codecs) * len(spans))
@@ -276,11 +334,11 @@ class EncodeWorkflow:
                     window=window,
                 )
                 children.append(self._chunk_range(child_id, request))
-        results = await _all_or_none([*children, self._encode_audio(job, probe)])
+        results = await _all_or_none([*children, self._tracks(job, probe, plan)])
         self._record_ranges([r for r in results[:-1] if isinstance(r, ChunkRangeResult)])
-        audio = results[-1]
-        assert audio is None or isinstance(audio, EncodedMedia)
-        return audio
+        tracks = results[-1]
+        assert isinstance(tracks, Tracks)
+        return tracks
 
     async def _chunk_range(self, child_id: str, request: ChunkRangeInput) -> ChunkRangeResult:
         self._state.chunk_workflows[child_id] = request.renditions[0].codec
@@ -468,6 +526,8 @@ def _cancel_requested() -> bool:
 async def _all_or_none(work: list[Coroutine[Any, Any, T]]) -> list[T]:
     """Run all in parallel; on the first failure or a cancellation the others are cancelled
     and awaited, so their ffmpeg processes are dead before compensation removes their files."""
+    if not work:
+        return []
     tasks = [asyncio.create_task(w) for w in work]
     try:
         await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

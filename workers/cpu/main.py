@@ -17,6 +17,7 @@ from app.telemetry import setup_logging, setup_tracing
 from app.temporal import connect
 from app.workflows.chunks import ChunkRangeWorkflow
 from app.workflows.encode import EncodeWorkflow
+from app.workflows.inspect import InspectWorkflow
 from workers.runner import run_until_signal
 
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
@@ -24,7 +25,11 @@ HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 def build_workers(client: Client, settings: Settings) -> list[Worker]:
     return [
-        Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow, ChunkRangeWorkflow]),
+        Worker(
+            client,
+            task_queue=WORKFLOW_QUEUE,
+            workflows=[EncodeWorkflow, ChunkRangeWorkflow, InspectWorkflow],
+        ),
         Worker(
             client,
             task_queue=CPU_QUEUE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
@@ -17,19 +18,69 @@ from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import documented, field_error
 from app.api.security import requester
 from app.ladder import PlanError, resolve_profiles
-from app.models import EncodeJob, EncodeRequest, RetryOptions, SubmitResponse
+from app.models import (
+    EncodeJob,
+    EncodeRequest,
+    RetryOptions,
+    SidecarAudio,
+    SidecarSubtitle,
+    SubmitResponse,
+)
 from app.object_store import store_for
 from app.queues import WORKFLOW_QUEUE
 from app.search import registered, start_attributes
 from app.settings import Settings
 from app.sources import SourceError, resolve_source
+from app.tracks import sidecar_subtitle_format
 from app.webhooks import WebhookRefused, check_webhook
 from app.workflows.encode import EncodeWorkflow
 
 router = APIRouter(prefix="/v1", tags=["encode"], responses=documented(401, 413, 502, 503))
 
 
-def job_id_for(request: EncodeRequest, source_uri: str, idempotency_key: str | None) -> str:
+@dataclass(frozen=True)
+class Sidecars:
+    """The request's sidecar files with their sources resolved (checked) to URIs."""
+
+    audio: list[SidecarAudio] = field(default_factory=list)
+    subtitles: list[SidecarSubtitle] = field(default_factory=list)
+
+
+def resolve_sidecars(request: EncodeRequest, settings: Settings) -> Sidecars:
+    """Every sidecar goes through the same source checks as the video: allowed roots or
+    buckets, no schemes, no ``..``; subtitle files must be SubRip or WebVTT."""
+
+    def resolve(location: str, source: str) -> str:
+        try:
+            uri = resolve_source(source, settings.allowed_source_roots, settings.source_bucket_set)
+            if uri.startswith("s3://"):
+                _check_object(uri, settings)
+        except SourceError as err:
+            raise field_error(location, str(err)) from None
+        return uri
+
+    audio = [
+        t.model_copy(update={"source": resolve(f"audio.tracks.{i}.source", t.source)})
+        for i, t in enumerate(request.audio.tracks)
+    ]
+    subtitles = []
+    for i, sub in enumerate(request.subtitles):
+        try:
+            sidecar_subtitle_format(sub.source)
+        except PlanError as err:
+            raise field_error(f"subtitles.{i}.source", str(err)) from None
+        subtitles.append(
+            sub.model_copy(update={"source": resolve(f"subtitles.{i}.source", sub.source)})
+        )
+    return Sidecars(audio=audio, subtitles=subtitles)
+
+
+def job_id_for(
+    request: EncodeRequest,
+    source_uri: str,
+    idempotency_key: str | None,
+    sidecars: Sidecars = Sidecars(),
+) -> str:
     """The same work gets the same ID: a hash of what determines the outputs.
 
     The webhook is left out: asking to be told differently is not a different encode.
@@ -39,11 +90,19 @@ def job_id_for(request: EncodeRequest, source_uri: str, idempotency_key: str | N
     # Chunking places keyframes at chunk starts; the defaults are left out so that IDs of
     # requests that do not mention it stay what they were before chunking existed.
     defaults = EncodeRequest.model_fields
-    chunking = {
+    optional = {
         name: getattr(request, name)
-        for name in ("chunk_seconds", "min_chunk_seconds")
+        for name in ("chunk_seconds", "min_chunk_seconds", "deinterlace", "deinterlace_rate", "hdr")
         if getattr(request, name) != defaults[name].default
     }
+    # Audio and subtitle options, likewise only where set, with the sidecars as resolved URIs.
+    audio = request.audio.model_dump(exclude_defaults=True)
+    if request.audio.tracks:
+        audio["tracks"] = [t.model_dump(exclude_defaults=True) for t in sidecars.audio]
+    if audio:
+        optional["audio"] = audio
+    if sidecars.subtitles:
+        optional["subtitles"] = [s.model_dump(exclude_defaults=True) for s in sidecars.subtitles]
     canonical = json.dumps(
         {
             "source": source_uri,
@@ -52,7 +111,7 @@ def job_id_for(request: EncodeRequest, source_uri: str, idempotency_key: str | N
             "segment_seconds": request.segment_seconds,
             "accelerator": request.accelerator,
         }
-        | chunking,
+        | optional,
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -123,7 +182,8 @@ async def submit(
         except WebhookRefused as err:
             raise field_error("webhook_url", str(err)) from None
 
-    job_id = job_id_for(body, source_uri, idempotency_key)
+    sidecars = await asyncio.to_thread(resolve_sidecars, body, settings)
+    job_id = job_id_for(body, source_uri, idempotency_key, sidecars)
     job = EncodeJob(
         job_id=job_id,
         source_uri=source_uri,
@@ -140,6 +200,11 @@ async def submit(
         chunk_seconds=body.chunk_seconds,
         min_chunk_seconds=body.min_chunk_seconds,
         window=settings.chunk_window,
+        deinterlace=body.deinterlace,
+        deinterlace_rate=body.deinterlace_rate,
+        hdr=body.hdr,
+        audio=body.audio.model_copy(update={"tracks": sidecars.audio}),
+        subtitles=sidecars.subtitles,
     )
     search_attributes = start_attributes(
         await registered.names(client, settings.namespace),

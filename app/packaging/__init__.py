@@ -1,0 +1,1 @@
+"""Manifests written by the project: codec strings, the HLS master playlist, the DASH MPD."""

@@ -1,0 +1,150 @@
+"""The DASH MPD: ffmpeg's, corrected and completed from what the project measured.
+
+ffmpeg's dash muxer writes the segment timelines well, so its MPD is kept as the base; what it
+gets wrong or leaves out is set here: the exact duration (it rounds to 0.1 s, and dash.js ends
+playback there), ``bitstreamSwitching`` (never true: every rendition has its own parameter
+sets), ``codecs`` for HEVC and AV1, ``Role`` and ``Label`` per audio set, HDR colour
+descriptors, and the text adaptation sets for WebVTT subtitles.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+NS = "urn:mpeg:dash:schema:mpd:2011"
+ROLE_SCHEME = "urn:mpeg:dash:role:2011"
+CICP = "urn:mpeg:mpegB:cicp:"
+# ITU-T H.273 code points of the tags ffmpeg names (ISO/IEC 23091-2).
+PRIMARIES = {"bt709": 1, "bt2020": 9, "smpte432": 12, "bt470bg": 5, "smpte170m": 6}
+TRANSFERS = {"bt709": 1, "smpte2084": 16, "arib-std-b67": 18, "bt2020-10": 14, "smpte170m": 6}
+MATRICES = {"bt709": 1, "bt2020nc": 9, "bt2020c": 10, "bt470bg": 5, "smpte170m": 6}
+
+for prefix, uri in (
+    ("", NS),
+    ("xsi", "http://www.w3.org/2001/XMLSchema-instance"),
+    ("xlink", "http://www.w3.org/1999/xlink"),
+):
+    ET.register_namespace(prefix, uri)
+
+
+def _q(tag: str) -> str:
+    return f"{{{NS}}}{tag}"
+
+
+@dataclass(frozen=True)
+class VideoColour:
+    primaries: str | None
+    transfer: str | None
+    matrix: str | None
+
+
+@dataclass(frozen=True)
+class AudioSet:
+    representation_id: str
+    label: str
+    main: bool
+
+
+@dataclass(frozen=True)
+class TextSet:
+    uri: str
+    representation_id: str
+    language: str
+    label: str
+    forced: bool
+    hearing_impaired: bool
+    bandwidth: int
+
+
+def duration(seconds: float) -> str:
+    """ISO 8601 to the millisecond, rounded up so no stream is cut short."""
+    millis = -(-round(seconds * 1_000_000) // 1000)
+    return f"PT{millis // 1000}.{millis % 1000:03d}S"
+
+
+def _role(parent: ET.Element, value: str, index: int = 0) -> None:
+    role = ET.Element(_q("Role"), {"schemeIdUri": ROLE_SCHEME, "value": value})
+    parent.insert(index, role)
+
+
+def _label(parent: ET.Element, text: str, index: int = 0) -> None:
+    label = ET.Element(_q("Label"))
+    label.text = text
+    parent.insert(index, label)
+
+
+def _colour(aset: ET.Element, colour: VideoColour) -> None:
+    """HDR sets say so: an EssentialProperty for the transfer (a player that does not know PQ
+    or HLG must skip the set), SupplementalProperty for primaries and matrix."""
+    entries = [
+        ("EssentialProperty", "TransferCharacteristics", TRANSFERS.get(colour.transfer or "")),
+        ("SupplementalProperty", "ColourPrimaries", PRIMARIES.get(colour.primaries or "")),
+        ("SupplementalProperty", "MatrixCoefficients", MATRICES.get(colour.matrix or "")),
+    ]
+    for i, (tag, name, code) in enumerate(e for e in entries if e[2] is not None):
+        aset.insert(i, ET.Element(_q(tag), {"schemeIdUri": CICP + name, "value": str(code)}))
+
+
+def rewrite(
+    mpd_path: Path,
+    *,
+    duration_s: float,
+    codecs: dict[str, str],
+    hdr: dict[str, VideoColour],
+    audio: list[AudioSet],
+    text: list[TextSet],
+) -> None:
+    """Correct ffmpeg's MPD in place. ``codecs`` and ``hdr`` are by Representation id."""
+    tree = ET.parse(mpd_path)  # noqa: S314 - written by our own ffmpeg run, not user input
+    root = tree.getroot()
+    root.set("mediaPresentationDuration", duration(duration_s))
+    period = root.find(_q("Period"))
+    assert period is not None, "ffmpeg wrote an MPD without a Period"
+    roles = {a.representation_id: a for a in audio}
+    next_id = 0
+    for aset in period.findall(_q("AdaptationSet")):
+        next_id = max(next_id, int(aset.get("id", "0")) + 1)
+        aset.attrib.pop("bitstreamSwitching", None)
+        reps = aset.findall(_q("Representation"))
+        for rep in reps:
+            rep_id = rep.get("id", "")
+            if rep_id in codecs:
+                rep.set("codecs", codecs[rep_id])
+        if aset.get("contentType") == "video":
+            aset.attrib.pop("lang", None)  # a picture has no language ("und" is noise)
+            colour = next((hdr[r.get("id", "")] for r in reps if r.get("id") in hdr), None)
+            if colour is not None:
+                _colour(aset, colour)
+        elif aset.get("contentType") == "audio" and reps:
+            entry = roles.get(reps[0].get("id", ""))
+            if entry is not None:
+                _role(aset, "main" if entry.main else "alternate")
+                _label(aset, entry.label)
+    for sub in text:
+        aset = ET.SubElement(
+            period,
+            _q("AdaptationSet"),
+            {
+                "id": str(next_id),
+                "contentType": "text",
+                "mimeType": "text/vtt",
+                **({"lang": sub.language} if sub.language != "und" else {}),
+            },
+        )
+        next_id += 1
+        role = (
+            "forced-subtitle" if sub.forced else "caption" if sub.hearing_impaired else "subtitle"
+        )
+        _role(aset, role)
+        _label(aset, sub.label)
+        rep = ET.SubElement(
+            aset,
+            _q("Representation"),
+            {"id": sub.representation_id, "bandwidth": str(sub.bandwidth)},
+        )
+        base = ET.SubElement(rep, _q("BaseURL"))
+        base.text = sub.uri
+    ET.indent(tree, space="\t")
+    tree.write(mpd_path, encoding="utf-8", xml_declaration=True)

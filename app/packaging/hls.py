@@ -1,0 +1,163 @@
+"""The HLS master playlist and the subtitle media playlists, written from measured values.
+
+ffmpeg's dash muxer stays the segmenter (one set of CMAF segments for HLS and DASH); its master
+playlist has no languages, no ``CODECS`` for HEVC and a ``BANDWIDTH`` below the peak, so the
+project writes its own with the ``m3u8`` library (RFC 8216, Apple's HLS authoring rules).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import m3u8
+
+VERSION = 7
+"""fMP4 segments (EXT-X-MAP in a master's media playlists) need version 7."""
+
+
+@dataclass(frozen=True)
+class Bitrate:
+    peak: int
+    average: int
+
+
+def measure(playlist: Path) -> Bitrate:
+    """Peak and average bits per second over the segments of a media playlist (RFC 8216
+    4.3.4.2: BANDWIDTH is the peak segment bit rate), from the segment files' sizes."""
+    parsed = m3u8.load(str(playlist))
+    rates, total_bits, total_s = [], 0, 0.0
+    for segment in parsed.segments:
+        size = (playlist.parent / segment.uri).stat().st_size
+        rates.append(size * 8 / segment.duration if segment.duration else 0.0)
+        total_bits += size * 8
+        total_s += segment.duration or 0.0
+    if parsed.segment_map:
+        init = (playlist.parent / parsed.segment_map[0].uri).stat().st_size * 8
+        total_bits += init
+    return Bitrate(
+        peak=math.ceil(max(rates, default=0.0)),
+        average=math.ceil(total_bits / total_s) if total_s else 0,
+    )
+
+
+@dataclass(frozen=True)
+class VideoVariant:
+    uri: str
+    bitrate: Bitrate
+    codecs: str
+    width: int
+    height: int
+    frame_rate: Fraction
+    video_range: str
+
+
+@dataclass(frozen=True)
+class AudioEntry:
+    uri: str
+    group: str
+    """One group per codec: a variant's CODECS names its group's codec."""
+    name: str
+    language: str
+    default: bool
+    channels: int
+    codecs: str
+    bitrate: Bitrate
+
+
+@dataclass(frozen=True)
+class SubtitleEntry:
+    uri: str
+    name: str
+    language: str
+    default: bool
+    forced: bool
+    hearing_impaired: bool
+
+
+SUBTITLE_GROUP = "subs"
+HEARING_IMPAIRED = (
+    "public.accessibility.transcribes-spoken-dialog,public.accessibility.describes-music-and-sound"
+)
+
+
+def _yes(value: bool) -> str:
+    return "YES" if value else "NO"
+
+
+def master_playlist(
+    videos: list[VideoVariant], audio: list[AudioEntry], subtitles: list[SubtitleEntry]
+) -> str:
+    """Every video variant once per audio group (none: once), with the peak and average of
+    the video plus the largest audio of its group, and every rendition as ``EXT-X-MEDIA``."""
+    playlist = m3u8.M3U8()
+    playlist.version = VERSION
+    playlist.is_independent_segments = True
+    media: list[m3u8.Media] = []
+    for track in audio:
+        media.append(
+            m3u8.Media(
+                uri=track.uri,
+                type="AUDIO",
+                group_id=track.group,
+                language=None if track.language == "und" else track.language,
+                name=track.name,
+                default=_yes(track.default),
+                autoselect="YES",
+                channels=str(track.channels),
+            )
+        )
+    for sub in subtitles:
+        media.append(
+            m3u8.Media(
+                uri=sub.uri,
+                type="SUBTITLES",
+                group_id=SUBTITLE_GROUP,
+                language=None if sub.language == "und" else sub.language,
+                name=sub.name,
+                default=_yes(sub.default),
+                autoselect="YES",
+                forced=_yes(sub.forced),
+                characteristics=HEARING_IMPAIRED if sub.hearing_impaired else None,
+            )
+        )
+    for item in media:
+        playlist.add_media(item)
+
+    groups: dict[str, list[AudioEntry]] = {}
+    for track in audio:
+        groups.setdefault(track.group, []).append(track)
+    for video in videos:
+        for group, tracks in groups.items() or [("", [])]:
+            peak = max((t.bitrate.peak for t in tracks), default=0)
+            average = max((t.bitrate.average for t in tracks), default=0)
+            codecs = [video.codecs, *dict.fromkeys(t.codecs for t in tracks)]
+            info: dict[str, object] = {
+                "bandwidth": video.bitrate.peak + peak,
+                "average_bandwidth": video.bitrate.average + average,
+                "codecs": ",".join(codecs),
+                "resolution": f"{video.width}x{video.height}",
+                "frame_rate": float(video.frame_rate),
+                "video_range": video.video_range,
+                "closed_captions": "NONE",
+            }
+            if group:
+                info["audio"] = group
+            if subtitles:
+                info["subtitles"] = SUBTITLE_GROUP
+            playlist.add_playlist(m3u8.Playlist(video.uri, info, media, base_uri=None))
+    return str(playlist.dumps())
+
+
+def subtitle_playlist(segments: list[tuple[str, float]]) -> str:
+    """A VOD media playlist over WebVTT segments (``uri``, seconds)."""
+    playlist = m3u8.M3U8()
+    playlist.version = 3
+    playlist.playlist_type = "vod"
+    playlist.target_duration = max(1, math.ceil(max((d for _, d in segments), default=1.0)))
+    playlist.is_endlist = True
+    for uri, duration in segments:
+        playlist.add_segment(m3u8.Segment(uri=uri, duration=round(duration, 6)))
+    return str(playlist.dumps())

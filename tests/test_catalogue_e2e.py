@@ -1,0 +1,243 @@
+"""Catalogue media end to end: every audio language and subtitle carried, or reported.
+
+Real stack (dev server, worker process, API over HTTP), real generated sources; every check
+reads the packaged outputs back with ffmpeg, PyAV, m3u8 and mpegdash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import m3u8
+import pytest
+from mpegdash.parser import MPEGDASHParser
+
+from app.storage import uri_to_path
+from tests.stack import Stack
+from tests.test_audio import decode
+
+pytestmark = pytest.mark.e2e
+PROFILE = [{"name": "180p", "height": 180, "bitrate_kbps": 300}]
+SRT = """1
+00:00:00,500 --> 00:00:01,500
+Hello there
+
+2
+00:00:02,000 --> 00:00:04,200
+Second <i>line</i>
+
+3
+00:00:04,500 --> 00:00:05,600
+After the segment boundary
+"""
+VTT = """WEBVTT
+
+00:00.800 --> 00:02.000
+Bonjour
+
+00:03.000 --> 00:05.000 line:90%
+Au revoir
+"""
+
+
+def run(ffmpeg: str, *args: str) -> str:
+    proc = subprocess.run(
+        [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def make_multilingual(folder: Path, ffmpeg: str) -> Path:
+    """6 s, 25 fps; audio eng (440 Hz, default) and fra (880 Hz); a mov_text English track."""
+    (folder / "eng.srt").write_text(SRT)
+    path = folder / "multilingual.mp4"
+    run(ffmpeg, "-y", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=6",
+        "-f", "lavfi", "-i", "sine=f=440:d=6:sample_rate=48000",
+        "-f", "lavfi", "-i", "sine=f=880:d=6:sample_rate=48000",
+        "-i", str(folder / "eng.srt"),
+        "-map", "0", "-map", "1", "-map", "2", "-map", "3",
+        "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-c:a", "aac", "-c:s", "mov_text",
+        "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=fra",
+        "-metadata:s:s:0", "language=eng",
+        "-disposition:a:0", "default", "-disposition:a:1", "0", str(path))  # fmt: skip
+    return path
+
+
+def media_bytes(out_dir: Path, rep_id: str) -> bytes:
+    files = [out_dir / f"init-{rep_id}.m4s", *sorted(out_dir.glob(f"chunk-{rep_id}-*.m4s"))]
+    return b"".join(p.read_bytes() for p in files)
+
+
+def cue_times(ffmpeg: str, vtt: Path) -> list[tuple[float, float, str]]:
+    """Cues as ffmpeg reads them (its own WebVTT demuxer), converted to SubRip."""
+    text = run(ffmpeg, "-i", str(vtt), "-f", "srt", "-")
+    cues = []
+    for block in text.strip().split("\n\n"):
+        lines = block.splitlines()
+        m = re.match(r"(\d+):(\d+):(\d+),(\d+) --> (\d+):(\d+):(\d+),(\d+)", lines[1])
+        assert m, block
+        v = [int(g) for g in m.groups()]
+        start = v[0] * 3600 + v[1] * 60 + v[2] + v[3] / 1000
+        end = v[4] * 3600 + v[5] * 60 + v[6] + v[7] / 1000
+        cues.append((start, end, re.sub(r"<[^>]+>", "", " ".join(lines[2:]))))
+    return cues
+
+
+def test_every_language_and_subtitle_is_carried(
+    stack: Stack, media_dir: Path, ffmpeg: str, tmp_path: Path
+) -> None:
+    source = make_multilingual(media_dir, ffmpeg)
+    (media_dir / "fra.vtt").write_text(VTT)
+    job_id = stack.submit(
+        source=str(source),
+        profiles=PROFILE,
+        subtitles=[{"source": str(media_dir / "fra.vtt"), "language": "fra"}],
+    )["job_id"]
+    view = stack.wait(job_id, timeout=180)
+    assert view["status"] == "SUCCEEDED", view
+    assert view["not_carried"] == []
+    probed = view["source"]
+    assert [(a["language"], a["default"]) for a in probed["audio_streams"]] == [
+        ("eng", True),
+        ("fra", False),
+    ]
+    assert [(s["codec"], s["language"], s["text"]) for s in probed["subtitles"]] == [
+        ("mov_text", "eng", True)
+    ]
+    out = uri_to_path(view["manifests"]["manifest"]).parent
+
+    # HLS: one audio rendition per language, the source's default first; subtitles as a group.
+    master = m3u8.load(str(out / "master.m3u8"))
+    assert master.is_independent_segments
+    audio = [m for m in master.media if m.type == "AUDIO"]
+    assert [(m.language, m.default, m.autoselect, m.channels) for m in audio] == [
+        ("eng", "YES", "YES", "2"),
+        ("fra", "NO", "YES", "2"),
+    ]
+    subs = [m for m in master.media if m.type == "SUBTITLES"]
+    assert sorted((m.language, m.forced) for m in subs) == [("eng", "NO"), ("fra", "NO")]
+    (variant,) = master.playlists
+    info = variant.stream_info
+    assert re.fullmatch(r"avc1\.64[0-9a-f]{4},mp4a\.40\.2", info.codecs), info.codecs
+    assert info.audio == audio[0].group_id and info.subtitles == subs[0].group_id
+    assert info.closed_captions == "NONE" and info.frame_rate == 25.0
+    assert info.average_bandwidth < info.bandwidth
+    text = (out / "master.m3u8").read_text()
+    assert "VIDEO-RANGE=SDR" in text
+
+    # BANDWIDTH is the peak segment bit rate of the video plus the largest audio of its group.
+    def peak(playlist: str) -> float:
+        parsed = m3u8.load(str(out / playlist))
+        return max((out / s.uri).stat().st_size * 8 / s.duration for s in parsed.segments)
+
+    expected = peak(variant.uri) + max(peak(m.uri) for m in audio)
+    assert expected <= info.bandwidth <= expected + 2
+
+    # Each audio rendition is its own source track: the right tone, AAC stereo 48 kHz.
+    manifest_tracks = {t["language"]: t for t in _manifest(out)["audio_tracks"]}
+    for language, hz in (("eng", 440), ("fra", 880)):
+        rep = manifest_tracks[language]["dash_representation_id"]
+        packaged = tmp_path / f"{language}.mp4"
+        packaged.write_bytes(media_bytes(out, str(rep)))
+        found = decode(packaged)
+        assert abs(found.frequency_hz - hz) < hz * 0.03, (language, found)
+        assert (found.codec, found.sample_rate, found.channels) == ("aac", 48000, 2)
+
+    # DASH: one audio set per language with lang and Role, text sets for the subtitles, the
+    # exact duration, and no false bitstreamSwitching.
+    mpd_text = (out / "manifest.mpd").read_text()
+    assert "bitstreamSwitching" not in mpd_text
+    mpd = MPEGDASHParser.parse(str(out / "manifest.mpd"))
+    assert mpd.media_presentation_duration == "PT6.000S" or mpd.media_presentation_duration in {
+        f"PT6.{ms:03d}S" for ms in range(0, 60)
+    }, mpd.media_presentation_duration
+    sets = mpd.periods[0].adaptation_sets
+    audio_sets = [s for s in sets if s.content_type == "audio"]
+    assert [(s.lang, s.roles[0].value) for s in audio_sets] == [
+        ("eng", "main"),
+        ("fra", "alternate"),
+    ]
+    text_sets = [s for s in sets if s.content_type == "text"]
+    assert sorted((s.lang, s.mime_type) for s in text_sets) == [
+        ("eng", "text/vtt"),
+        ("fra", "text/vtt"),
+    ]
+
+    # Subtitles read back by ffmpeg: the source's text and times, within a frame.
+    frame = 1 / 25
+    eng = cue_times(ffmpeg, out / "sub-eng.vtt")
+    assert [c[2] for c in eng] == ["Hello there", "Second line", "After the segment boundary"]
+    for (start, end, _), (want_start, want_end) in zip(
+        eng, [(0.5, 1.5), (2.0, 4.2), (4.5, 5.6)], strict=True
+    ):
+        assert abs(start - want_start) <= frame and abs(end - want_end) <= frame
+    fra = cue_times(ffmpeg, out / "sub-fra.vtt")
+    assert [(round(s, 2), round(e, 2), t) for s, e, t in fra] == [
+        (0.8, 2.0, "Bonjour"),
+        (3.0, 5.0, "Au revoir"),
+    ]
+    # The HLS subtitle playlist: segments on the video's 4 s grid, each with a timestamp map;
+    # the cue across the 4 s boundary (2.0-4.2 s) is in both segments.
+    playlist = m3u8.load(str(out / "sub-eng.m3u8"))
+    assert playlist.playlist_type == "vod" and playlist.is_endlist
+    assert [round(s.duration, 3) for s in playlist.segments] == [4.0, 2.0]
+    for segment in playlist.segments:
+        body = (out / segment.uri).read_text()
+        assert body.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000")
+    first, second = ((out / s.uri).read_text() for s in playlist.segments)
+    assert "Second <i>line</i>" in first and "Second <i>line</i>" in second
+    assert "After the segment boundary" in second and "After" not in first
+
+
+def test_a_stream_that_cannot_be_carried_is_reported(
+    stack: Stack, media_dir: Path, ffmpeg: str
+) -> None:
+    """An attachment (a font, as in anime releases) cannot go into HLS or DASH: the job
+    succeeds and says so under ``not_carried``."""
+    font = media_dir / "font.ttf"
+    font.write_bytes(b"\x00\x01\x00\x00" + b"\x00" * 256)
+    source = media_dir / "with-attachment.mkv"
+    run(ffmpeg, "-y", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=2",
+        "-c:v", "libx264", "-preset", "veryfast", "-attach", str(font),
+        "-metadata:s:t", "mimetype=application/x-truetype-font", str(source))  # fmt: skip
+    view = stack.wait(stack.submit(source=str(source), profiles=PROFILE)["job_id"])
+    assert view["status"] == "SUCCEEDED", view
+    (entry,) = view["not_carried"]
+    assert entry["kind"] == "attachment" and entry["reason"]
+    out = uri_to_path(view["manifests"]["manifest"]).parent
+    assert _manifest(out)["not_carried"] == [entry]
+
+
+def test_bad_sidecars_are_refused_at_the_api(stack: Stack, media_dir: Path) -> None:
+    source = str(media_dir / "basic.mp4")
+    with stack.http() as http:
+        outside = http.post(
+            "/v1/encode",
+            json={"source": source, "subtitles": [{"source": "/etc/passwd.srt", "language": "en"}]},
+        )
+        wrong_kind = http.post(
+            "/v1/encode",
+            json={"source": source, "subtitles": [{"source": source, "language": "en"}]},
+        )
+        bad_language = http.post(
+            "/v1/encode",
+            json={"source": source, "audio": {"tracks": [{"source": source, "language": "E"}]}},
+        )
+        loud = http.post("/v1/encode", json={"source": source, "audio": {"loudness_lufs": 3}})
+    for response in (outside, wrong_kind, bad_language, loud):
+        assert response.status_code == 422, response.text
+        assert "Traceback" not in response.text
+    assert "subtitles.0.source" in outside.text
+    assert ".srt or .vtt" in wrong_kind.text
+
+
+def _manifest(out: Path) -> dict[str, Any]:
+    return dict(json.loads((out / "manifest.json").read_text()))
