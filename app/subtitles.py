@@ -25,6 +25,10 @@ HLS players (hls.js, Safari) still expect the header in every WebVTT segment."""
 SEGMENT_HEADER = f"WEBVTT\n{TIMESTAMP_MAP}\n\n"
 
 
+TEXT_CODECS = frozenset({"mov_text", "subrip", "srt", "ass", "ssa", "webvtt", "vtt", "text"})
+"""Embedded codecs that ffmpeg's WebVTT encoder takes (text; bitmaps are not carried)."""
+
+
 class SubtitleError(ValueError):
     """A malformed subtitle file; the message names the 1-based line and is safe to show."""
 

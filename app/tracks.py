@@ -19,6 +19,7 @@ from app.models import (
     ProbeResult,
     SubtitleRendition,
 )
+from app.subtitles import TEXT_CODECS
 
 STEREO_KBPS = 128
 SURROUND_KBPS = 384
@@ -151,6 +152,16 @@ def plan_subtitles(
         return _unique(f"sub-{language}" + ("-forced" if forced else ""), taken)
 
     for info in probe.subtitles:
+        if info.text and info.codec not in TEXT_CODECS:
+            skipped.append(
+                NotCarried(
+                    stream=_describe(info.index, "subtitle", info.codec, info.language),
+                    kind="subtitle",
+                    reason=f"no {info.codec} to WebVTT conversion in this ffmpeg; supply the "
+                    "text as a sidecar file in `subtitles`",
+                )
+            )
+            continue
         if not info.text:
             skipped.append(
                 NotCarried(

@@ -18,7 +18,7 @@ from mpegdash.parser import MPEGDASHParser
 
 from app.storage import uri_to_path
 from tests.stack import Stack
-from tests.test_audio import decode
+from tests.test_audio import decode, integrated_lufs
 
 pytestmark = pytest.mark.e2e
 PROFILE = [{"name": "180p", "height": 180, "bitrate_kbps": 300}]
@@ -96,9 +96,12 @@ def test_every_language_and_subtitle_is_carried(
 ) -> None:
     source = make_multilingual(media_dir, ffmpeg)
     (media_dir / "fra.vtt").write_text(VTT)
+    dub = media_dir / "spa-dub.wav"
+    run(ffmpeg, "-y", "-f", "lavfi", "-i", "sine=f=660:d=6:sample_rate=44100", str(dub))
     job_id = stack.submit(
         source=str(source),
         profiles=PROFILE,
+        audio={"loudness_lufs": -16, "tracks": [{"source": str(dub), "language": "spa"}]},
         subtitles=[{"source": str(media_dir / "fra.vtt"), "language": "fra"}],
     )["job_id"]
     view = stack.wait(job_id, timeout=180)
@@ -121,6 +124,7 @@ def test_every_language_and_subtitle_is_carried(
     assert [(m.language, m.default, m.autoselect, m.channels) for m in audio] == [
         ("eng", "YES", "YES", "2"),
         ("fra", "NO", "YES", "2"),
+        ("spa", "NO", "YES", "2"),
     ]
     subs = [m for m in master.media if m.type == "SUBTITLES"]
     assert sorted((m.language, m.forced) for m in subs) == [("eng", "NO"), ("fra", "NO")]
@@ -141,15 +145,22 @@ def test_every_language_and_subtitle_is_carried(
     expected = peak(variant.uri) + max(peak(m.uri) for m in audio)
     assert expected <= info.bandwidth <= expected + 2
 
-    # Each audio rendition is its own source track: the right tone, AAC stereo 48 kHz.
+    # Each audio rendition is its own source track (or the dub): the right tone, AAC stereo
+    # 48 kHz, normalised to -16 LUFS as measured afresh by ffmpeg's ebur128 (within 1 LU).
     manifest_tracks = {t["language"]: t for t in _manifest(out)["audio_tracks"]}
-    for language, hz in (("eng", 440), ("fra", 880)):
+    for language, hz in (("eng", 440), ("fra", 880), ("spa", 660)):
         rep = manifest_tracks[language]["dash_representation_id"]
         packaged = tmp_path / f"{language}.mp4"
         packaged.write_bytes(media_bytes(out, str(rep)))
         found = decode(packaged)
         assert abs(found.frequency_hz - hz) < hz * 0.03, (language, found)
         assert (found.codec, found.sample_rate, found.channels) == ("aac", 48000, 2)
+        assert abs(integrated_lufs(ffmpeg, packaged) + 16) <= 1.0
+        loudness = manifest_tracks[language]["loudness"]
+        assert (
+            loudness["target_lufs"] == -16 and abs(loudness["output"]["integrated_lufs"] + 16) <= 1
+        )
+        assert loudness["measured"]["integrated_lufs"] < -17  # a sine at -20 dBFS is quieter
 
     # DASH: one audio set per language with lang and Role, text sets for the subtitles, the
     # exact duration, and no false bitstreamSwitching.
@@ -164,6 +175,7 @@ def test_every_language_and_subtitle_is_carried(
     assert [(s.lang, s.roles[0].value) for s in audio_sets] == [
         ("eng", "main"),
         ("fra", "alternate"),
+        ("spa", "alternate"),
     ]
     text_sets = [s for s in sets if s.content_type == "text"]
     assert sorted((s.lang, s.mime_type) for s in text_sets) == [

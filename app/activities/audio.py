@@ -111,6 +111,8 @@ def audio_output_args(
 class TrackFacts:
     format: str
     duration_s: float | None
+    index: int
+    """The stream index (a sidecar's ``-1`` resolved to its first audio stream)."""
 
 
 def _invalid(message: str) -> ApplicationError:
@@ -133,7 +135,8 @@ def _duration(container: Any, stream: Any) -> float | None:
 
 def inspect_track(path: Path, index: int, *, sidecar: bool) -> TrackFacts:
     """Check that stream ``index`` of the file is audio (the encode would otherwise fail, or
-    map a video stream) and read the file's demuxer and duration, in-process with PyAV."""
+    map a video stream) and read the file's demuxer and duration, in-process with PyAV.
+    ``index`` -1 is the file's first audio stream (a sidecar's plan does not know its layout)."""
     what = "sidecar" if sidecar else "source"
     try:
         container = av.open(str(path), options=SIDECAR_OPEN_OPTIONS if sidecar else OPEN_OPTIONS)
@@ -144,6 +147,8 @@ def inspect_track(path: Path, index: int, *, sidecar: bool) -> TrackFacts:
         audio = [s.index for s in container.streams if s.type == "audio"]
         if not audio:
             raise _invalid(f"audio {what} has no audio stream")
+        if index < 0:
+            index = audio[0]
         if index not in audio:
             listed = ", ".join(f"#{i}" for i in audio)
             raise _invalid(
@@ -154,6 +159,7 @@ def inspect_track(path: Path, index: int, *, sidecar: bool) -> TrackFacts:
         return TrackFacts(
             format=container.format.name.split(",")[0],
             duration_s=_duration(container, stream) if sidecar else None,
+            index=index,
         )
 
 
@@ -209,7 +215,8 @@ class AudioActivities(ActivityBase):
                 type="InvalidRendition",
                 non_retryable=True,
             )
-        src, container = await self._track_source(input, track)
+        src, container, index = await self._track_source(input, track)
+        track = track.model_copy(update={"source_index": index})
         in_args = input_args(src, container)
 
         measured: dict[str, float] | None = None
@@ -248,12 +255,13 @@ class AudioActivities(ActivityBase):
 
     async def _track_source(
         self, input: EncodeAudioInput, track: AudioRendition
-    ) -> tuple[Path, str | None]:
-        """The file holding the track and its demuxer; a sidecar dub must last as the video."""
+    ) -> tuple[Path, str | None, int]:
+        """The file holding the track, its demuxer and the track's stream index; a sidecar
+        dub must last as long as the video."""
         if track.source_uri is None:
             src = await self.local_source(input.source_uri, input.job_id)
-            await asyncio.to_thread(inspect_track, src, track.source_index, sidecar=False)
-            return src, input.container
+            own = await asyncio.to_thread(inspect_track, src, track.source_index, sidecar=False)
+            return src, input.container, own.index
         digest = hashlib.sha256(track.source_uri.encode()).hexdigest()[:16]
         src = await self.local_source(track.source_uri, input.job_id, name=f"sidecar-{digest}")
         facts: TrackFacts = await asyncio.to_thread(
@@ -266,7 +274,7 @@ class AudioActivities(ActivityBase):
                 f"audio sidecar of {track.name} lasts {facts.duration_s:.2f} s but the video "
                 f"{input.duration_s:.2f} s: a dub must be within {MAX_DUB_DRIFT_S:g} s of it"
             )
-        return src, facts.format
+        return src, facts.format, facts.index
 
     async def _measure(
         self, in_args: list[str], index: int, target: float, duration_s: float, name: str

@@ -85,7 +85,7 @@ def tonemap_filters(settings: EncoderSettings) -> list[str]:
     would tell a display to treat the picture as HDR."""
     source = settings.tonemap_from or "smpte2084"
     return [
-        f"zscale=tin={source}:min=bt2020nc:pin=bt2020:t=linear:npl=100",
+        f"zscale=tin={source}:min=bt2020nc:pin=bt2020:t=linear:npl=100:p=bt2020:m=bt2020nc",
         "format=gbrpf32le",
         "zscale=p=bt709",
         "tonemap=tonemap=hable:desat=0",

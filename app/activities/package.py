@@ -30,7 +30,7 @@ from app.packaging.hls import (
     subtitle_playlist,
 )
 from app.storage import publish_dir, uri_to_path
-from app.subtitles import parse_vtt, segment_vtt
+from app.subtitles import parse_vtt, segment_bounds, segment_vtt
 
 HLS_MASTER = "master.m3u8"
 DASH_MANIFEST = "manifest.mpd"
@@ -217,12 +217,12 @@ class PackageActivities(ActivityBase):
             shutil.copyfile(vtt, staging / whole)
             cues = parse_vtt((staging / whole).read_text(encoding="utf-8"))
             documents = segment_vtt(cues, input.segment_seconds, duration_s)
+            bounds = segment_bounds(input.segment_seconds, duration_s)
             segments = []
-            for n, document in enumerate(documents, 1):
+            for n, (document, (start, end)) in enumerate(zip(documents, bounds, strict=True), 1):
                 name = f"{track.name}-{n:05d}.vtt"
                 (staging / name).write_text(document, encoding="utf-8")
-                start = (n - 1) * input.segment_seconds
-                segments.append((name, min(input.segment_seconds, duration_s - start)))
+                segments.append((name, end - start))
             playlist = f"{track.name}.m3u8"
             (staging / playlist).write_text(subtitle_playlist(segments), encoding="utf-8")
             label = track.title or track.name

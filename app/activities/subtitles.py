@@ -23,7 +23,7 @@ from app.activities.common import (
 from app.models import SubtitleInput, SubtitleMedia, SubtitleRendition
 from app.object_store import join, store_for
 from app.sources import SourceError, check_s3_source
-from app.subtitles import PARSERS, Cue, SubtitleError, parse_vtt, write_vtt
+from app.subtitles import PARSERS, TEXT_CODECS, Cue, SubtitleError, parse_vtt, write_vtt
 
 INVALID_SUBTITLE = "InvalidSubtitle"
 """Failure type for a subtitle file that cannot be carried: never retried."""
@@ -31,8 +31,6 @@ INVALID_SUBTITLE = "InvalidSubtitle"
 MAX_SIDECAR_BYTES = 10 * 1024 * 1024
 """Far above any real subtitle file (a feature's SRT is ~100 KiB); refuses anything else."""
 
-TEXT_CODECS = frozenset({"mov_text", "subrip", "srt", "ass", "ssa", "webvtt", "vtt", "text"})
-"""Embedded codecs that ffmpeg's WebVTT encoder takes (text; bitmaps are not carried)."""
 
 _TRACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
