@@ -83,7 +83,7 @@ def test_languages_pick_tracks_and_the_rest_is_reported() -> None:
         ("#3 audio ac3", "audio"),
     ]
     assert all("audio.languages" in s.reason for s in skipped)
-    with pytest.raises(PlanError, match="asks for deu; the source.s audio tracks are eng, fra"):
+    with pytest.raises(PlanError, match=r"asks for deu; the source's audio tracks are eng, fra"):
         plan_audio(job(audio=AudioOptions(languages=["deu"])), SOURCE)
 
 
