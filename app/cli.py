@@ -54,6 +54,8 @@ def _print_outcome(view: JobView) -> None:
         typer.echo(f"  manifest: {view.manifests.manifest}")
     for dropped in view.dropped:
         typer.echo(f"  dropped {dropped.name}: {dropped.reason}")
+    for skipped in view.not_carried:
+        typer.echo(f"  not carried {skipped.stream}: {skipped.reason}")
     if view.error:
         typer.echo(f"  error ({view.error.type}): {view.error.message}")
     typer.echo(f"  Web UI:   {view.web_ui_url}")
@@ -259,6 +261,8 @@ def status(
         console.print(table)
     for dropped in view.dropped:
         console.print(f"[bold]dropped[/]   {dropped.name}: {dropped.reason}")
+    for skipped in view.not_carried:
+        console.print(f"[bold]not carried[/] {skipped.stream}: {skipped.reason}")
     if view.manifests:
         console.print(f"[bold]HLS[/]       {view.manifests.hls}")
         console.print(f"[bold]DASH[/]      {view.manifests.dash}")
