@@ -201,7 +201,7 @@ def plan_subtitles(
 
 
 def other_not_carried(probe: ProbeResult) -> list[NotCarried]:
-    """Captions, Dolby Vision enhancement data, data and attachment streams."""
+    """Captions, data and attachment streams (Dolby Vision's RPU is the ladder's to report)."""
     video = probe.video
     found: list[NotCarried] = []
     if video.closed_captions:
@@ -211,15 +211,6 @@ def other_not_carried(probe: ProbeResult) -> list[NotCarried]:
                 kind="captions",
                 reason="CEA-608/708 captions are not carried into the outputs; supply them as "
                 "a sidecar subtitle file in `subtitles`",
-            )
-        )
-    if video.dynamic_range == "DolbyVision":
-        found.append(
-            NotCarried(
-                stream=_describe(video.index, "video", video.codec, None) + " Dolby Vision RPU",
-                kind="video",
-                reason="Dolby Vision dynamic metadata (RPU) is not carried; the base layer is "
-                "encoded by its transfer function (HDR10 for PQ)",
             )
         )
     for other in probe.other_streams:

@@ -6,12 +6,16 @@ reads the packaged outputs back with ffmpeg, PyAV, m3u8 and mpegdash.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
+from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import av
 import m3u8
 import pytest
 from mpegdash.parser import MPEGDASHParser
@@ -19,6 +23,16 @@ from mpegdash.parser import MPEGDASHParser
 from app.storage import uri_to_path
 from tests.stack import Stack
 from tests.test_audio import decode, integrated_lufs
+from tests.test_chunked_e2e import flash_and_beep
+from tests.test_video_treatments import (
+    FLASH_S,
+    idet,
+    make_hdr,
+    make_interlaced,
+    make_vfr,
+    psnr_per_frame,
+    stream_facts,
+)
 
 pytestmark = pytest.mark.e2e
 PROFILE = [{"name": "180p", "height": 180, "bitrate_kbps": 300}]
@@ -253,3 +267,120 @@ def test_bad_sidecars_are_refused_at_the_api(stack: Stack, media_dir: Path) -> N
 
 def _manifest(out: Path) -> dict[str, Any]:
     return dict(json.loads((out / "manifest.json").read_text()))
+
+
+# ---------------------------------------------------------------- video treatments, end to end
+
+
+def showinfo(ffmpeg: str, data: bytes, tmp: Path) -> str:
+    """showinfo's report of the first frame of an fMP4 representation (tags, side data)."""
+    media = tmp / "rep.mp4"
+    media.write_bytes(data)
+    proc = subprocess.run(
+        [ffmpeg, "-hide_banner", "-nostdin", "-i", str(media), "-vf", "showinfo",
+         "-frames:v", "1", "-f", "null", "-"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def test_hdr10_source_gives_hdr_hevc_and_sdr_h264_side_by_side(
+    stack: Stack, media_dir: Path, ffmpeg: str, tmp_path: Path
+) -> None:
+    source = make_hdr(ffmpeg, media_dir / "hdr10-e2e.mp4", "smpte2084", seconds=10)
+    profiles = [
+        {"name": "hdr", "height": 360, "bitrate_kbps": 600, "codec": "hevc", "preset": "ultrafast"},
+        {"name": "sdr", "height": 360, "bitrate_kbps": 600, "codec": "h264", "preset": "veryfast"},
+    ]
+    view = stack.wait(stack.submit(source=str(source), profiles=profiles)["job_id"], timeout=240)
+    assert view["status"] == "SUCCEEDED", view
+    assert view["source"]["video"]["dynamic_range"] == "HDR10"
+    assert {r["chunks_total"] for r in view["renditions"]} == {2}  # chunked, 10 s at 6 s
+    out = uri_to_path(view["manifests"]["manifest"]).parent
+    by_name = {r["name"]: r for r in _manifest(out)["renditions"]}
+
+    master = m3u8.load(str(out / "master.m3u8"))
+    variants = {p.uri: p.stream_info for p in master.playlists}
+    hdr = variants[by_name["hdr"]["hls_playlist"]]
+    sdr = variants[by_name["sdr"]["hls_playlist"]]
+    assert hdr.video_range == "PQ" and sdr.video_range == "SDR"
+    assert re.fullmatch(r"hvc1\.2\.4\.L\d+\.[0-9A-F]+", hdr.codecs), hdr.codecs  # no audio
+    assert sdr.codecs.startswith("avc1.64")
+
+    # Read back from the packaged segments: HEVC Main 10, PQ, the source's ST 2086 and CLL;
+    # H.264 8-bit BT.709 without HDR side data.
+    hdr_info = showinfo(
+        ffmpeg, media_bytes(out, by_name["hdr"]["dash_representation_id"]), tmp_path
+    )
+    assert "color_space:bt2020nc color_primaries:bt2020 color_trc:smpte2084" in hdr_info
+    assert "yuv420p10le" in hdr_info
+    assert "Mastering display metadata" in hdr_info and "MaxCLL=1000, MaxFALL=400" in hdr_info
+    sdr_info = showinfo(
+        ffmpeg, media_bytes(out, by_name["sdr"]["dash_representation_id"]), tmp_path
+    )
+    assert "color_space:bt709 color_primaries:bt709 color_trc:bt709" in sdr_info
+    assert " yuv420p " in sdr_info or "fmt:yuv420p " in sdr_info
+    assert "Mastering display" not in sdr_info
+    assert by_name["sdr"]["settings"]["tonemap"] is True
+    assert by_name["hdr"]["settings"]["pix_fmt"] == "yuv420p10le"
+
+    # DASH: the two codec families in their own sets; the HDR one says PQ.
+    mpd = MPEGDASHParser.parse(str(out / "manifest.mpd"))
+    video_sets = [s for s in mpd.periods[0].adaptation_sets if s.content_type == "video"]
+    assert len(video_sets) == 2
+    (pq,) = [s for s in video_sets if s.essential_properties]
+    assert [(e.scheme_id_uri, e.value) for e in pq.essential_properties] == [
+        ("urn:mpeg:mpegB:cicp:TransferCharacteristics", "16")
+    ]
+    assert pq.representations[0].codecs.startswith("hvc1.2.4")
+
+
+def test_interlaced_source_chunked_and_whole_come_out_the_same(
+    stack: Stack, media_dir: Path, ffmpeg: str, tmp_path: Path
+) -> None:
+    source = make_interlaced(ffmpeg, media_dir / "pal-25i.mp4", seconds=8)
+    full = [{"name": "sd", "height": 576, "bitrate_kbps": 4000, "preset": "veryfast"}]
+    chunked = stack.submit(source=str(source), profiles=full, chunk_seconds=2)["job_id"]
+    whole = stack.submit(source=str(source), profiles=full, chunk_seconds=0)["job_id"]
+    outputs = {}
+    for name, job_id in (("chunked", chunked), ("whole", whole)):
+        view = stack.wait(job_id, timeout=300)
+        assert view["status"] == "SUCCEEDED", view
+        out = uri_to_path(view["manifests"]["manifest"]).parent
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(media_bytes(out, "0"))
+        outputs[name] = path
+    assert view["source"]["video"]["interlaced"] and view["source"]["video"]["field_order"] == "tff"
+    before = idet(ffmpeg, source)
+    assert before["tff"] >= 0.9 * 200, before
+    for name, path in outputs.items():
+        after = idet(ffmpeg, path)
+        assert after["tff"] + after["bff"] <= 0.05 * 200, (name, after)
+        assert stream_facts(path)[3] == 200, name
+    psnr = psnr_per_frame(ffmpeg, outputs["chunked"], outputs["whole"], tmp_path / "psnr.log")
+    assert len(psnr) == 200 and min(psnr) >= 35, min(psnr)
+
+
+def test_vfr_source_comes_out_cfr_and_in_sync_after_a_minute(
+    stack: Stack, media_dir: Path, ffmpeg: str
+) -> None:
+    source = make_vfr(ffmpeg, media_dir / "vfr-60s.mp4")
+    view = stack.wait(stack.submit(source=str(source), profiles=PROFILE)["job_id"], timeout=300)
+    assert view["status"] == "SUCCEEDED", view
+    assert view["source"]["video"]["variable_frame_rate"] is True
+    assert view["source"]["video"]["frame_rate"] == "30/1"
+    out = uri_to_path(view["manifests"]["manifest"]).parent
+    steps = {b - a for a, b in pairwise(packet_times_of(media_bytes(out, "0")))}
+    assert steps == {Fraction(1, 30)}, steps
+    flash, beep = flash_and_beep(out / "master.m3u8")
+    assert flash is not None and beep is not None
+    assert abs(flash - FLASH_S) <= 1 / 30 + 1e-6, flash
+    assert abs(flash - beep) <= 1 / 30, (flash, beep)
+
+
+def packet_times_of(data: bytes) -> list[Fraction]:
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        stream = container.streams.video[0]
+        tb = Fraction(stream.time_base or 1)
+        return sorted(Fraction(p.pts) * tb for p in container.demux(stream) if p.pts is not None)

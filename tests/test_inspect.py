@@ -137,11 +137,16 @@ def test_interlaced_422_source_is_flagged_and_measured_tff(sources: dict[str, Pa
     assert (video.width, video.height, video.frame_rate) == (720, 576, "25/1")
 
 
-def test_lying_interlaced_flags_lose_to_the_measurement(sources: dict[str, Path]) -> None:
+def test_lying_interlaced_flags_are_reported_and_still_deinterlaced(
+    sources: dict[str, Path],
+) -> None:
+    """Both are reported; either saying interlaced makes it interlaced (combing on every
+    moving edge costs more than a slightly softened progressive picture; ``deinterlace: off``
+    is the answer for a progressive master flagged otherwise)."""
     video = probe_file(sources["liar"]).video
     assert video.field_order == "tff", "the stream says interlaced"
     assert video.measured_field_order == "progressive", "the pictures say otherwise"
-    assert video.interlaced is False
+    assert video.interlaced is True
 
 
 def test_hdr10_source(sources: dict[str, Path]) -> None:

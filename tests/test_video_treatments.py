@@ -387,17 +387,20 @@ async def encode_chunked(
 # ---------------------------------------------------------------- interlaced
 
 
-@pytest.fixture(scope="module")
-def interlaced(media: Path, ffmpeg: str) -> Path:
-    """3 s of 25i PAL (720x576, top field first): 50 fps moving pictures woven two fields a
-    frame, coded as interlaced H.264 4:2:2 with a keyframe every second."""
-    path = media / "interlaced.mp4"
-    run(ffmpeg, "-v", "error", "-y", "-f", "lavfi",
-        "-i", "testsrc=size=720x576:rate=50:duration=3,scroll=horizontal=0.01:vertical=0.01",
+def make_interlaced(ffmpeg: str, path: Path, seconds: float = 3) -> Path:
+    """25i PAL (720x576, top field first): 50 fps moving pictures woven two fields a frame,
+    coded as interlaced H.264 4:2:2 with a keyframe every second."""
+    moving = f"testsrc=size=720x576:rate=50:duration={seconds},scroll=h=0.01:v=0.01"
+    run(ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", moving,
         "-vf", "tinterlace=interleave_top,fieldorder=tff", "-c:v", "libx264",
         "-preset", "veryfast", "-flags", "+ildct+ilme", "-pix_fmt", "yuv422p", "-g", "25",
         "-b:v", "4M", str(path))  # fmt: skip
     return path
+
+
+@pytest.fixture(scope="module")
+def interlaced(media: Path, ffmpeg: str) -> Path:
+    return make_interlaced(ffmpeg, media / "interlaced.mp4")
 
 
 FULL_SD = CustomProfile(name="sd", height=576, bitrate_kbps=4000)
@@ -426,12 +429,12 @@ async def test_chunked_deinterlacing_matches_the_whole_title(
     settings: Settings, interlaced: Path, ffmpeg: str, tmp_path: Path
 ) -> None:
     """The chunks' edge frames see their neighbours' fields: chunked output is progressive,
-    has every frame, and is frame by frame as close to the whole encode at the cuts as
-    anywhere else."""
+    has every frame, and is frame by frame close to the whole encode, at the cuts too."""
     probe = await probe_of(settings, interlaced)
-    job = job_for(settings, interlaced, [FULL_SD])
+    job = job_for(settings, interlaced, [FULL_SD], segment_seconds=3)  # cuts off the grid
     plan = await plan_of(settings, job, probe)
-    whole = await encode_whole(settings, job, probe, plan.renditions[0])
+    alone = job.model_copy(update={"job_id": "treat-whole"})  # its own video/sd.mp4
+    whole = await encode_whole(settings, alone, probe, plan.renditions[0])
     cut, outputs = await encode_chunked(settings, job, probe, plan, chunk_seconds=1.0)
     chunked = outputs["sd"]
     assert stream_facts(chunked)[3] == stream_facts(whole)[3] == 75
@@ -443,8 +446,10 @@ async def test_chunked_deinterlacing_matches_the_whole_title(
     at_cuts = [round(psnr[f], 1) for f in edges]
     print(f"cuts {cut.starts_s}; PSNR min {min(psnr):.1f} dB, at the cuts {at_cuts}, "
           f"median {median:.1f}")  # fmt: skip
-    assert min(psnr) >= 30, psnr
-    assert min(at_cuts) >= median - 6
+    # the encodes differ (the chunks' own keyframes); the deinterlaced pictures do not (see
+    # test_the_deinterlacer_sees_across_chunk_cuts_exactly for the bit-exact check)
+    assert min(psnr) >= 40, psnr
+    assert min(at_cuts) >= 45, at_cuts
 
 
 async def test_the_deinterlacer_sees_across_chunk_cuts_exactly(
@@ -547,14 +552,14 @@ async def test_chunked_hevc_keyframes_land_on_the_segment_grid(
 MASTER_X265 = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)"
 
 
-def make_hdr(ffmpeg: str, path: Path, transfer: str) -> Path:
-    """2 s of a BT.709 test pattern converted to BT.2020 PQ (SDR white at 100 cd/m2) or HLG,
+def make_hdr(ffmpeg: str, path: Path, transfer: str, seconds: float = 2) -> Path:
+    """``seconds`` of a BT.709 test pattern converted to BT.2020 PQ (SDR white at 100 cd/m2) or HLG,
     coded as HEVC Main 10 with the HDR10 metadata (PQ) the media facts give."""
-    params = f"colorprim=bt2020:transfer={transfer}:colormatrix=bt2020nc:log-level=error"
+    params = f"colorprim=bt2020:transfer={transfer}:colormatrix=bt2020nc:keyint=25:log-level=error"
     if transfer == "smpte2084":
         params += f":master-display={MASTER_X265}:max-cll=1000,400:hdr10=1:repeat-headers=1"
     run(ffmpeg, "-v", "error", "-y", "-f", "lavfi",
-        "-i", "testsrc2=size=640x360:rate=25:duration=2,format=yuv444p,setparams="
+        "-i", f"testsrc2=size=640x360:rate=25:duration={seconds},format=yuv444p,setparams="
         "color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv,"
         f"zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt2020:t={transfer}:m=bt2020nc:"
         "r=tv,format=yuv420p10le",
@@ -667,23 +672,25 @@ async def test_av1_keeps_hdr10(settings: Settings, hdr10: Path, ffmpeg: str) -> 
 
 # ---------------------------------------------------------------- VFR
 
-FLASH_S = 3.0
+VFR_SECONDS = 60
+FLASH_S = 58.0
+"""Near the end of a minute: a drift of a frame's worth anywhere before it would show."""
 
 
-@pytest.fixture(scope="module")
-def vfr(media: Path, ffmpeg: str) -> Path:
-    """4 s, nominally 30 fps, every other frame 10 ms late (a phone's jittery clock), black
-    but for a white flash with a loud beep at ``FLASH_S``."""
-    path = media / "vfr.mp4"
-    end = FLASH_S + 0.1
+def make_vfr(
+    ffmpeg: str, path: Path, seconds: float = VFR_SECONDS, flash_s: float = FLASH_S
+) -> Path:
+    """Nominally 30 fps, every other frame 10 ms late (a phone's jittery clock), black but
+    for a white flash with a loud beep at ``flash_s``."""
+    end = flash_s + 0.1
     video = (
-        "color=c=black:s=320x180:r=30:d=4,"
-        f"drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='between(t,{FLASH_S},{end})',"
+        f"color=c=black:s=320x180:r=30:d={seconds},"
+        f"drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='between(t,{flash_s},{end})',"
         "settb=1/30000,setpts='(N/30+0.01*mod(N,2))/TB'"
     )
     audio = (
-        f"aevalsrc='if(between(t,{FLASH_S},{end}),0.8*sin(2*PI*1000*t),0.01*sin(2*PI*440*t))'"
-        ":s=48000:d=4"
+        f"aevalsrc='if(between(t,{flash_s},{end}),0.8*sin(2*PI*1000*t),0.01*sin(2*PI*440*t))'"
+        f":s=48000:d={seconds}"
     )
     run(ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio,
         "-fps_mode", "passthrough", "-enc_time_base", "1/30000", "-c:v", "libx264",
@@ -692,6 +699,11 @@ def vfr(media: Path, ffmpeg: str) -> Path:
     steps = {b - a for a, b in pairwise(packet_times(path))}
     assert len(steps) > 1, "the source's frame durations vary"
     return path
+
+
+@pytest.fixture(scope="module")
+def vfr(media: Path, ffmpeg: str) -> Path:
+    return make_vfr(ffmpeg, media / "vfr.mp4")
 
 
 async def test_a_vfr_source_comes_out_cfr_and_in_sync(
@@ -703,17 +715,15 @@ async def test_a_vfr_source_comes_out_cfr_and_in_sync(
 
     probe = await probe_of(settings, vfr)
     assert probe.video.variable_frame_rate
-    # the encoder's part: CFR at the plan's rate, whatever the probe made of the rate (see
-    # test_a_jittery_source_is_probed_at_its_nominal_rate)
-    nominal = probe.video.model_copy(update={"frame_rate": "30/1"})
-    probe = probe.model_copy(update={"video": nominal})
+    # the nominal rate, not r_frame_rate (45 here: the finest timestamp step)
+    assert probe.video.frame_rate == "30/1"
     profile = CustomProfile(name="v", height=180, bitrate_kbps=300, preset="ultrafast")
     job = job_for(settings, vfr, [profile], job_id="vfr")
     plan = await plan_of(settings, job, probe)
     video = await encode_whole(settings, job, probe, plan.renditions[0])
     times = packet_times(video)
     assert {b - a for a, b in pairwise(times)} == {Fraction(1, 30)}
-    assert abs(len(times) - 120) <= 1
+    assert abs(len(times) - 30 * VFR_SECONDS) <= 1
     audio: EncodedMedia = await ActivityEnvironment().run(
         AudioActivities(settings).encode_audio,
         EncodeAudioInput(job_id=job.job_id, source_uri=job.source_uri, container=probe.container,
@@ -737,16 +747,3 @@ def test_chunk_output_keys_follow_the_treatment() -> None:
     d = plan_renditions(job(codec="hevc"), source(**HDR10)).renditions[0]
     keys = {chunk_output_uri("file:///s", "j", r, 0) for r in (a, b, c, d)}
     assert len(keys) == 4
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="probe: a jittery 30 fps source reports r_frame_rate (45/1), not its nominal rate; "
-    "the output would be 45 fps CFR with duplicated frames",
-)
-def test_a_jittery_source_is_probed_at_its_nominal_rate(vfr: Path) -> None:
-    from app.activities.probe import probe_file
-
-    video = probe_file(vfr).video
-    assert video.variable_frame_rate
-    assert Fraction(video.frame_rate) == 30, video.frame_rate

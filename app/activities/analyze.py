@@ -32,7 +32,12 @@ class AnalyzeActivities(ActivityBase):
             subtitles, subtitles_skipped = plan_subtitles(input.job, input.probe)
         except PlanError as err:
             raise ApplicationError(str(err), type="PlanError", non_retryable=True) from None
-        not_carried = [*audio_skipped, *subtitles_skipped, *other_not_carried(input.probe)]
+        not_carried = [
+            *plan.not_carried,
+            *audio_skipped,
+            *subtitles_skipped,
+            *other_not_carried(input.probe),
+        ]
         return plan.model_copy(
             update={"audio": audio, "subtitles": subtitles, "not_carried": not_carried}
         )

@@ -156,6 +156,22 @@ def _content_light(data: bytes) -> ContentLight | None:
     return ContentLight(max_cll=max_cll, max_fall=max_fall)
 
 
+STANDARD_RATES = tuple(
+    Fraction(r)
+    for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001", "60")
+)
+
+
+def nominal_rate(average: Fraction) -> Fraction:
+    """The rate a variable-frame-rate source is made constant at: the standard rate within 1 %
+    of its average (a phone's 29.7 fps is 30), else the average itself. The stream's own
+    r_frame_rate is the finest timestamp step, often far above it (45 for a jittery 30)."""
+    near = min(STANDARD_RATES, key=lambda r: abs(r - average))
+    if abs(near - average) <= near / 100:
+        return near
+    return average.limit_denominator(1001)
+
+
 def _variable_frame_rate(path: Path, index: int) -> bool:
     """Frame durations of the first packets: VFR when more than a few stray from the typical one
     by over 10 %. Container timestamp rounding (1 ms in Matroska) stays well inside that. The file
@@ -251,6 +267,9 @@ def probe_file(path: Path) -> ProbeResult:
         if not rate or rate <= 0 or rate > 240:
             raise InvalidSource("source video has no usable frame rate")
         frame_rate = Fraction(rate.numerator, rate.denominator)
+        variable = _variable_frame_rate(path, vstream.index)
+        if variable and vstream.average_rate:
+            frame_rate = nominal_rate(Fraction(vstream.average_rate))
 
         frames = container.decode(vstream)
         try:
@@ -313,9 +332,11 @@ def probe_file(path: Path) -> ProbeResult:
                 "index": vstream.index,
                 **facts,
                 "measured_field_order": measured,
-                # The measurement wins where the flags lie, either way.
-                "interlaced": measured in ("tff", "bff") if measured else flagged,
-                "variable_frame_rate": _variable_frame_rate(path, vstream.index),
+                # Either saying interlaced decides it: idet catches unflagged (or mis-flagged
+                # progressive) interlaced video, and a flag is trusted where idet, which can
+                # miss low-motion interlaced content, says progressive. Both are reported.
+                "interlaced": measured in ("tff", "bff") or flagged,
+                "variable_frame_rate": variable,
             }
         )
         streams = [_stream_line(s) for s in container.streams]

@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from app.activities.package import PackageActivities
     from app.activities.routing import RoutingActivities
     from app.activities.subtitles import SubtitleActivities
-    from app.chunking import chunk_progress, ranges, window_share
+    from app.chunking import chunk_progress, output_frames, ranges, window_share
     from app.models import (
         AssembleInput,
         AudioRendition,
@@ -399,7 +399,9 @@ class EncodeWorkflow:
                     scratch_uri=job.scratch_uri,
                     rendition=rendition,
                     chunks=chunks.count,
-                    expected_frames=chunks.frames,
+                    expected_frames=output_frames(
+                        chunks.frames, probe.video.frame_rate, rendition.settings.frame_rate
+                    ),
                     expected_duration_s=duration,
                 ),
                 timeout=LONG,
