@@ -153,14 +153,14 @@ async def test_one_trace_per_job_down_to_ffmpeg(
         assert by_id[span.parent.span_id].name.startswith("RunActivity:")
         assert span.status.status_code != StatusCode.ERROR
     attrs = {_attr(s, "ffmpeg.label"): s.attributes or {} for s in ffmpegs}
-    assert set(attrs) == {"s", "audio", "package"}
+    assert set(attrs) == {"s", "audio-und", "package"}
     video = attrs["s"]
     assert video["ffmpeg.video_encoder"] == "libx264"
     assert video["ffmpeg.format"] == "mp4"
     assert video["ffmpeg.input_format"] == "mov"
     assert video["ffmpeg.inputs"] == 1
     assert isinstance(video["ffmpeg.args"], int) and video["ffmpeg.args"] > 10
-    assert attrs["audio"]["ffmpeg.audio_encoder"] == "aac"
+    assert attrs["audio-und"]["ffmpeg.audio_encoder"] == "aac"
     assert attrs["package"]["ffmpeg.format"] == "dash"
     for span_attrs in attrs.values():  # shapes, never the customer's paths
         assert not any(str(tmp_path) in str(v) for v in span_attrs.values())
