@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 from fractions import Fraction
@@ -19,6 +20,7 @@ import av
 import m3u8
 import pytest
 from mpegdash.parser import MPEGDASHParser
+from temporalio.testing import WorkflowEnvironment
 
 from app.storage import uri_to_path
 from tests.stack import Stack
@@ -105,8 +107,8 @@ def cue_times(ffmpeg: str, vtt: Path) -> list[tuple[float, float, str]]:
     return cues
 
 
-def test_every_language_and_subtitle_is_carried(
-    stack: Stack, media_dir: Path, ffmpeg: str, tmp_path: Path
+async def test_every_language_and_subtitle_is_carried(
+    stack: Stack, media_dir: Path, ffmpeg: str, tmp_path: Path, dev_server: WorkflowEnvironment
 ) -> None:
     source = make_multilingual(media_dir, ffmpeg)
     (media_dir / "fra.vtt").write_text(VTT)
@@ -221,6 +223,34 @@ def test_every_language_and_subtitle_is_carried(
     first, second = ((out / s.uri).read_text() for s in playlist.segments)
     assert "Second <i>line</i>" in first and "Second <i>line</i>" in second
     assert "After the segment boundary" in second and "After" not in first
+
+    if os.environ.get("COSMOS_RECORD_HISTORY"):  # replayed by tests/test_replay.py
+        history = await dev_server.client.get_workflow_handle(job_id).fetch_history()
+        path = Path(__file__).parent / "histories" / "encode_catalogue.json"
+        path.write_text(json.dumps(history.to_json_dict(), indent=1))
+
+
+def test_surround_gets_its_own_audio_group(stack: Stack, media_dir: Path, ffmpeg: str) -> None:
+    """E-AC-3 5.1 beside AAC stereo: each codec its own HLS group, every variant listed once
+    per group with that group's codec, so a player picks what it can decode."""
+    source = str(media_dir / "surround.mp4")
+    view = stack.wait(
+        stack.submit(source=source, profiles=PROFILE, audio={"surround": True})["job_id"]
+    )
+    assert view["status"] == "SUCCEEDED", view
+    out = uri_to_path(view["manifests"]["manifest"]).parent
+    master = m3u8.load(str(out / "master.m3u8"))
+    groups = {(m.group_id, m.channels, m.default) for m in master.media if m.type == "AUDIO"}
+    assert groups == {("audio-aac", "2", "YES"), ("audio-eac3", "6", "NO")}
+    listed = sorted(
+        (p.stream_info.audio, p.stream_info.codecs.split(",")[1]) for p in master.playlists
+    )
+    assert listed == [("audio-aac", "mp4a.40.2"), ("audio-eac3", "ec-3")]
+    tracks = {t["codec"]: t for t in _manifest(out)["audio_tracks"]}
+    packaged = out / "surround.mp4"
+    packaged.write_bytes(media_bytes(out, str(tracks["eac3"]["dash_representation_id"])))
+    found = decode(packaged)
+    assert (found.codec, found.channels, found.sample_rate) == ("eac3", 6, 48000)
 
 
 def test_a_stream_that_cannot_be_carried_is_reported(
