@@ -28,11 +28,12 @@ def encode(ffmpeg: str, out: Path, *args: str) -> Path:
     return out
 
 
+# QCIF at 25 fps is level 1.1 (0b) for x264, 2.0 (L60) for x265; baseline is constrained (c0).
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["-c:v", "libx264", "-profile:v", "high", "-pix_fmt", "yuv420p"], "avc1.64000b"),  # High, level 1.1 (QCIF at 25 fps)
-        (["-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p"], "avc1.42c00b"),  # constrained baseline
+        (["-c:v", "libx264", "-profile:v", "high", "-pix_fmt", "yuv420p"], "avc1.64000b"),
+        (["-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p"], "avc1.42c00b"),
         (["-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "log-level=error"],
          "hvc1.1.6.L60.90"),
         (["-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error"],
