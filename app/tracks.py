@@ -17,6 +17,7 @@ from app.models import (
     EncodeJob,
     NotCarried,
     ProbeResult,
+    SubtitleInfo,
     SubtitleRendition,
 )
 from app.subtitles import TEXT_CODECS
@@ -140,6 +141,15 @@ def _with_default(tracks: list[AudioRendition], language: str | None) -> list[Au
     return [t.model_copy(update={"default": t is chosen}) for t in tracks]
 
 
+def _not_webvtt(info: SubtitleInfo) -> str | None:
+    """Why an embedded subtitle track cannot become WebVTT, or None if it can."""
+    if not info.text:
+        return "image subtitles (PGS, DVB, VobSub) cannot become WebVTT without OCR"
+    if info.codec not in TEXT_CODECS:
+        return f"no {info.codec} to WebVTT conversion in this ffmpeg"
+    return None
+
+
 def plan_subtitles(
     job: EncodeJob, probe: ProbeResult
 ) -> tuple[list[SubtitleRendition], list[NotCarried]]:
@@ -152,23 +162,13 @@ def plan_subtitles(
         return _unique(f"sub-{language}" + ("-forced" if forced else ""), taken)
 
     for info in probe.subtitles:
-        if info.text and info.codec not in TEXT_CODECS:
+        refused = _not_webvtt(info)
+        if refused:
             skipped.append(
                 NotCarried(
                     stream=_describe(info.index, "subtitle", info.codec, info.language),
                     kind="subtitle",
-                    reason=f"no {info.codec} to WebVTT conversion in this ffmpeg; supply the "
-                    "text as a sidecar file in `subtitles`",
-                )
-            )
-            continue
-        if not info.text:
-            skipped.append(
-                NotCarried(
-                    stream=_describe(info.index, "subtitle", info.codec, info.language),
-                    kind="subtitle",
-                    reason="image subtitles (PGS, DVB, VobSub) cannot become WebVTT without "
-                    "OCR; supply the text as a sidecar file in `subtitles`",
+                    reason=f"{refused}; supply the text as a sidecar file in `subtitles`",
                 )
             )
             continue

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -13,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from app.activities.ffmpeg import ffmpeg_binary
 from app.samples import make_video
 from app.search import KEYS
-from tests.stack import Stack
+from tests.stack import Stack, free_port
 
 BIN = Path(sys.executable).parent
 
@@ -28,6 +31,27 @@ MEDIA = {
     "portrait": {"width": 180, "height": 320, "seconds": 2.0},
     "rotated": {"width": 320, "height": 180, "seconds": 2.0, "rotation": 90},
 }
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """moto's standalone S3 server on loopback, one per test module that asks for it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(endpoint, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,6 @@ server on loopback, over HTTP, through boto3)."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from app.samples import make_video
 from tests.conftest import BIN
 from tests.media_checks import check_package
-from tests.stack import Stack, free_port
+from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
 BUCKET = "media"
@@ -63,26 +61,6 @@ class Backend:
             folder = self.stack.data_dir / area / job_id
             return [str(p) for p in folder.rglob("*")] if folder.exists() else []
         return self.keys(f"{area}/{job_id}/")
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(endpoint, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,9 @@ ffmpeg on generated media (embedded mov_text, SubRip and ASS tracks; sidecar fil
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
-import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -29,8 +26,6 @@ from app.subtitles import (
     segment_vtt,
     write_vtt,
 )
-from tests.conftest import BIN
-from tests.stack import free_port
 
 FRAME_S = 0.040  # one frame at 25 fps: what a muxer's timebase may round cue times to
 
@@ -443,29 +438,8 @@ async def test_unsafe_track_name_is_refused(settings: Settings, sources: dict[st
     assert err.value.non_retryable and "not a safe file name" in str(err.value)
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's standalone S3 server on loopback."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(endpoint, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 async def test_s3_sidecars_of_one_job_each_get_their_own_download(
-    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two ``.srt`` sidecars of one job from S3: each track reads its own file (the job
     source's download, one per suffix, would hand the second track the first's file)."""
@@ -474,12 +448,12 @@ async def test_s3_sidecars_of_one_job_each_get_their_own_download(
         monkeypatch.setenv(key, value)
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
     s3.create_bucket(Bucket="subs")
     other = SOURCE_SRT.replace("one", "uno")  # the same size: a shared download would pass
     s3.put_object(Bucket="subs", Key="a/eng.srt", Body=SOURCE_SRT.encode())
     s3.put_object(Bucket="subs", Key="b/fra.srt", Body=other.encode())
-    settings = Settings(data_dir=tmp_path / "data", s3_endpoint_url=s3_endpoint,
+    settings = Settings(data_dir=tmp_path / "data", s3_endpoint_url=moto_endpoint,
                         source_buckets="subs")  # fmt: skip
     texts = []
     for name, uri in [("sub-eng", "s3://subs/a/eng.srt"), ("sub-fra", "s3://subs/b/fra.srt")]:

@@ -10,13 +10,14 @@ from pathlib import PurePosixPath
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import documented, field_error
 from app.api.security import requester
+from app.api.source_checks import checked_source
 from app.ladder import PlanError, resolve_profiles
 from app.models import (
     EncodeJob,
@@ -26,11 +27,9 @@ from app.models import (
     SidecarSubtitle,
     SubmitResponse,
 )
-from app.object_store import store_for
 from app.queues import WORKFLOW_QUEUE
 from app.search import registered, start_attributes
 from app.settings import Settings
-from app.sources import SourceError, resolve_source
 from app.tracks import sidecar_subtitle_format
 from app.webhooks import WebhookRefused, check_webhook
 from app.workflows.encode import EncodeWorkflow
@@ -49,18 +48,10 @@ class Sidecars:
 def resolve_sidecars(request: EncodeRequest, settings: Settings) -> Sidecars:
     """Every sidecar goes through the same source checks as the video: allowed roots or
     buckets, no schemes, no ``..``; subtitle files must be SubRip or WebVTT."""
-
-    def resolve(location: str, source: str) -> str:
-        try:
-            uri = resolve_source(source, settings.allowed_source_roots, settings.source_bucket_set)
-            if uri.startswith("s3://"):
-                _check_object(uri, settings)
-        except SourceError as err:
-            raise field_error(location, str(err)) from None
-        return uri
-
     audio = [
-        t.model_copy(update={"source": resolve(f"audio.tracks.{i}.source", t.source)})
+        t.model_copy(
+            update={"source": checked_source(t.source, settings, f"audio.tracks.{i}.source")}
+        )
         for i, t in enumerate(request.audio.tracks)
     ]
     subtitles = []
@@ -70,7 +61,9 @@ def resolve_sidecars(request: EncodeRequest, settings: Settings) -> Sidecars:
         except PlanError as err:
             raise field_error(f"subtitles.{i}.source", str(err)) from None
         subtitles.append(
-            sub.model_copy(update={"source": resolve(f"subtitles.{i}.source", sub.source)})
+            sub.model_copy(
+                update={"source": checked_source(sub.source, settings, f"subtitles.{i}.source")}
+            )
         )
     return Sidecars(audio=audio, subtitles=subtitles)
 
@@ -118,19 +111,6 @@ def job_id_for(
     return "enc-" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def _check_object(uri: str, settings: Settings) -> None:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        size = store_for(uri, settings).size(uri)
-    except FileNotFoundError:
-        raise SourceError("source object does not exist") from None
-    except (BotoCoreError, ClientError) as err:
-        raise HTTPException(503, detail=f"object storage unavailable: {err}") from None
-    if size == 0:
-        raise SourceError("source object is empty")
-
-
 def summary(job: EncodeJob) -> str:
     """One line for the Web UI's workflow list, e.g. ``h264 720p/480p of sample.mp4``."""
     names = "/".join(p if isinstance(p, str) else p.name for p in job.profiles)
@@ -164,14 +144,7 @@ async def submit(
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> SubmitResponse:
-    try:
-        source_uri = resolve_source(
-            body.source, settings.allowed_source_roots, settings.source_bucket_set
-        )
-        if source_uri.startswith("s3://"):
-            await asyncio.to_thread(_check_object, source_uri, settings)
-    except SourceError as err:
-        raise field_error("source", str(err)) from None
+    source_uri = await asyncio.to_thread(checked_source, body.source, settings)
     try:
         resolve_profiles(body.profiles, body.codec)
     except PlanError as err:

@@ -16,10 +16,9 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import ErrorBody, documented, field_error
-from app.api.routers.encode import _check_object
+from app.api.source_checks import checked_source
 from app.models import InspectInput, InspectRequest, ProbeResult, RetryOptions
 from app.queues import WORKFLOW_QUEUE
-from app.sources import SourceError, resolve_source
 from app.workflows.calls import error_info
 from app.workflows.inspect import InspectWorkflow
 
@@ -57,14 +56,7 @@ def inspection_id(source_uri: str) -> str:
     response_description="The probe's report of the source.",
 )
 async def inspect(body: InspectRequest, client: ClientDep, settings: SettingsDep) -> ProbeResult:
-    try:
-        source_uri = resolve_source(
-            body.source, settings.allowed_source_roots, settings.source_bucket_set
-        )
-        if source_uri.startswith("s3://"):
-            await asyncio.to_thread(_check_object, source_uri, settings)
-    except SourceError as err:
-        raise field_error("source", str(err)) from None
+    source_uri = await asyncio.to_thread(checked_source, body.source, settings)
     workflow_id = inspection_id(source_uri)
     name = PurePosixPath(unquote(urlsplit(source_uri).path)).name or source_uri
     handle = await client.start_workflow(
