@@ -26,6 +26,16 @@ Language = Annotated[
         description="ISO 639 language code (BCP 47 subtags allowed), e.g. eng, fra, pt-BR.",
     ),
 ]
+Title = Annotated[
+    str,
+    Field(
+        max_length=128,
+        pattern=r'^[^"\x00-\x1f\x7f]+$',
+        description="What players show for the track; no double quotes or control characters.",
+    ),
+]
+TrackName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+"""A rendition's name: it names files in the package."""
 DynamicRange = Literal["SDR", "HDR10", "HLG", "DolbyVision"]
 FieldOrder = Literal["progressive", "tff", "bff"]
 DeinterlaceMode = Literal["auto", "on", "off"]
@@ -57,7 +67,7 @@ class SidecarAudio(Strict):
 
     source: str = Field(min_length=1, max_length=4096, description="Path, file:// or s3:// URI.")
     language: Language
-    title: str | None = Field(None, max_length=128)
+    title: Title | None = None
 
 
 class AudioOptions(Strict):
@@ -91,7 +101,7 @@ class SidecarSubtitle(Strict):
     language: Language
     forced: bool = False
     hearing_impaired: bool = False
-    title: str | None = Field(None, max_length=128)
+    title: Title | None = None
 
 
 class RetryOptions(Strict):
@@ -353,7 +363,7 @@ class Rendition(Strict):
 class AudioRendition(Strict):
     """One audio output: a source track (``source_index``) or a sidecar file."""
 
-    name: str = Field(description="e.g. audio-eng, audio-fra-2, audio-eng-51.")
+    name: TrackName = Field(description="e.g. audio-en, audio-fr-2, audio-en-51.")
     source_uri: str | None = Field(None, description="A sidecar file; None: the job's source.")
     source_index: int = Field(
         0, description="Stream index within that file; -1: its first audio stream (sidecars)."
@@ -372,7 +382,7 @@ class AudioRendition(Strict):
 class SubtitleRendition(Strict):
     """One subtitle output (WebVTT): an embedded text stream or a sidecar file."""
 
-    name: str = Field(description="e.g. sub-eng, sub-fra-forced.")
+    name: TrackName = Field(description="e.g. sub-en, sub-fr-forced.")
     source_uri: str | None = Field(None, description="A sidecar file; None: the job's source.")
     source_index: int | None = Field(None, description="Stream index of an embedded track.")
     codec: str = Field(description="Source format: subrip, webvtt, mov_text, ass, ...")

@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from app.ladder import PlanError
+from app.languages import bcp47
 from app.models import (
     AudioInfo,
     AudioRendition,
@@ -40,10 +41,6 @@ def sidecar_subtitle_format(uri: str) -> str:
     return SUBTITLE_FORMATS[suffix]
 
 
-def _language(value: str | None) -> str:
-    return value if value and value != "und" else "und"
-
-
 def _unique(name: str, taken: set[str]) -> str:
     candidate, n = name, 2
     while candidate in taken:
@@ -60,10 +57,12 @@ def plan_audio(job: EncodeJob, probe: ProbeResult) -> tuple[list[AudioRendition]
     """Every source audio track (or those ``audio.languages`` names) as AAC stereo 48 kHz, a
     5.1 E-AC-3 beside it where asked and the track has 5.1, plus sidecar dubs."""
     options = job.audio
-    sources: list[AudioInfo] = probe.audio_streams or ([probe.audio] if probe.audio else [])
-    wanted = set(options.languages) if options.languages is not None else None
+    sources: list[AudioInfo] = probe.audio_streams
+    if not sources and probe.audio:  # a probe from before every track was listed
+        sources = [probe.audio.model_copy(update={"index": -1})]  # -1: the first audio stream
+    wanted = {bcp47(lang) for lang in options.languages} if options.languages is not None else None
     if wanted is not None:
-        found = {_language(a.language) for a in sources} | {t.language for t in options.tracks}
+        found = {bcp47(a.language) for a in sources} | {bcp47(t.language) for t in options.tracks}
         missing = sorted(wanted - found)
         if missing:
             raise PlanError(
@@ -74,7 +73,7 @@ def plan_audio(job: EncodeJob, probe: ProbeResult) -> tuple[list[AudioRendition]
     tracks: list[AudioRendition] = []
     skipped: list[NotCarried] = []
     for info in sources:
-        language = _language(info.language)
+        language = bcp47(info.language)
         if wanted is not None and language not in wanted:
             skipped.append(
                 NotCarried(
@@ -111,10 +110,10 @@ def plan_audio(job: EncodeJob, probe: ProbeResult) -> tuple[list[AudioRendition]
     for dub in options.tracks:
         tracks.append(
             AudioRendition(
-                name=_unique(f"audio-{dub.language}", taken),
+                name=_unique(f"audio-{bcp47(dub.language)}", taken),
                 source_uri=dub.source,
                 source_index=-1,  # the file's first audio stream
-                language=dub.language,
+                language=bcp47(dub.language),
                 title=dub.title,
                 channels=2,
                 bitrate_kbps=STEREO_KBPS,
@@ -133,7 +132,7 @@ def _with_default(tracks: list[AudioRendition], language: str | None) -> list[Au
             raise PlanError(f"audio.default is {language}, but the job has no audio")
         return tracks
     if language:
-        chosen = next((t for t in tracks if t.language == language), None)
+        chosen = next((t for t in tracks if t.language == bcp47(language)), None)
         if chosen is None:
             raise PlanError(f"audio.default is {language}; no audio track has that language")
     else:
@@ -172,7 +171,7 @@ def plan_subtitles(
                 )
             )
             continue
-        language = _language(info.language)
+        language = bcp47(info.language)
         tracks.append(
             SubtitleRendition(
                 name=name(language, info.forced),
@@ -180,7 +179,9 @@ def plan_subtitles(
                 codec=info.codec,
                 language=language,
                 title=info.title,
-                default=info.default,
+                # never a default subtitle track: Matroska marks every track default, and
+                # players would turn subtitles on (forced ones are shown by their own flag)
+                default=False,
                 forced=info.forced,
                 hearing_impaired=info.hearing_impaired,
             )
@@ -188,10 +189,10 @@ def plan_subtitles(
     for sidecar in job.subtitles:
         tracks.append(
             SubtitleRendition(
-                name=name(sidecar.language, sidecar.forced),
+                name=name(bcp47(sidecar.language), sidecar.forced),
                 source_uri=sidecar.source,
                 codec=sidecar_subtitle_format(sidecar.source),
-                language=sidecar.language,
+                language=bcp47(sidecar.language),
                 title=sidecar.title,
                 forced=sidecar.forced,
                 hearing_impaired=sidecar.hearing_impaired,

@@ -15,7 +15,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from app.activities.audio import AudioActivities, iso639_2, parse_loudnorm
+from app.activities.audio import AudioActivities, parse_loudnorm
+from app.languages import iso639_2
 from app.models import AudioRendition, EncodeAudioInput, EncodedMedia
 from app.settings import Settings
 from app.storage import path_to_uri, uri_to_path
@@ -219,6 +220,17 @@ async def test_loudness_normalised(
     assert abs(out.duration_s - SECONDS) < 0.1
     assert abs(out.frequency_hz - 440) < 440 * 0.03
     assert abs(integrated_lufs(ffmpeg, out_path(media)) - target) < 1
+
+
+async def test_a_surround_track_is_normalised_as_its_stereo_downmix(
+    settings: Settings, audio_media: Path, ffmpeg: str
+) -> None:
+    """The downmix changes the loudness: it is measured and normalised after it, so the
+    stereo file a player gets is at the target (it was 3 LU off when 5.1 was measured)."""
+    media = await encode(settings, audio_media, track("audio-51-st", SURROUND, loudness_lufs=-23))
+    assert decode(out_path(media)).channels == 2
+    assert abs(integrated_lufs(ffmpeg, out_path(media)) + 23) < 1
+    assert media.loudness is not None and abs(media.loudness.output.integrated_lufs + 23) < 1
 
 
 async def test_loudness_report_after_a_retry(

@@ -138,12 +138,12 @@ async def test_every_language_and_subtitle_is_carried(
     assert master.is_independent_segments
     audio = [m for m in master.media if m.type == "AUDIO"]
     assert [(m.language, m.default, m.autoselect, m.channels) for m in audio] == [
-        ("eng", "YES", "YES", "2"),
-        ("fra", "NO", "YES", "2"),
-        ("spa", "NO", "YES", "2"),
+        ("en", "YES", "YES", "2"),
+        ("fr", "NO", "YES", "2"),
+        ("es", "NO", "YES", "2"),
     ]
     subs = [m for m in master.media if m.type == "SUBTITLES"]
-    assert sorted((m.language, m.forced) for m in subs) == [("eng", "NO"), ("fra", "NO")]
+    assert sorted((m.language, m.forced) for m in subs) == [("en", "NO"), ("fr", "NO")]
     (variant,) = master.playlists
     info = variant.stream_info
     assert re.fullmatch(r"avc1\.64[0-9a-f]{4},mp4a\.40\.2", info.codecs), info.codecs
@@ -164,7 +164,7 @@ async def test_every_language_and_subtitle_is_carried(
     # Each audio rendition is its own source track (or the dub): the right tone, AAC stereo
     # 48 kHz, normalised to -16 LUFS as measured afresh by ffmpeg's ebur128 (within 1 LU).
     manifest_tracks = {t["language"]: t for t in _manifest(out)["audio_tracks"]}
-    for language, hz in (("eng", 440), ("fra", 880), ("spa", 660)):
+    for language, hz in (("en", 440), ("fr", 880), ("es", 660)):
         rep = manifest_tracks[language]["dash_representation_id"]
         packaged = tmp_path / f"{language}.mp4"
         packaged.write_bytes(media_bytes(out, str(rep)))
@@ -189,32 +189,32 @@ async def test_every_language_and_subtitle_is_carried(
     sets = mpd.periods[0].adaptation_sets
     audio_sets = [s for s in sets if s.content_type == "audio"]
     assert [(s.lang, s.roles[0].value) for s in audio_sets] == [
-        ("eng", "main"),
-        ("fra", "alternate"),
-        ("spa", "alternate"),
+        ("en", "main"),
+        ("fr", "alternate"),
+        ("es", "alternate"),
     ]
     text_sets = [s for s in sets if s.content_type == "text"]
     assert sorted((s.lang, s.mime_type) for s in text_sets) == [
-        ("eng", "text/vtt"),
-        ("fra", "text/vtt"),
+        ("en", "text/vtt"),
+        ("fr", "text/vtt"),
     ]
 
     # Subtitles read back by ffmpeg: the source's text and times, within a frame.
     frame = 1 / 25
-    eng = cue_times(ffmpeg, out / "sub-eng.vtt")
+    eng = cue_times(ffmpeg, out / "sub-en.vtt")
     assert [c[2] for c in eng] == ["Hello there", "Second line", "After the segment boundary"]
     for (start, end, _), (want_start, want_end) in zip(
         eng, [(0.5, 1.5), (2.0, 4.2), (4.5, 5.6)], strict=True
     ):
         assert abs(start - want_start) <= frame and abs(end - want_end) <= frame
-    fra = cue_times(ffmpeg, out / "sub-fra.vtt")
+    fra = cue_times(ffmpeg, out / "sub-fr.vtt")
     assert [(round(s, 2), round(e, 2), t) for s, e, t in fra] == [
         (0.8, 2.0, "Bonjour"),
         (3.0, 5.0, "Au revoir"),
     ]
     # The HLS subtitle playlist: segments on the video's 4 s grid, each with a timestamp map;
     # the cue across the 4 s boundary (2.0-4.2 s) is in both segments.
-    playlist = m3u8.load(str(out / "sub-eng.m3u8"))
+    playlist = m3u8.load(str(out / "sub-en.m3u8"))
     assert playlist.playlist_type == "vod" and playlist.is_endlist
     assert [round(s.duration, 3) for s in playlist.segments] == [4.0, 2.0]
     for segment in playlist.segments:
@@ -241,16 +241,20 @@ def test_surround_gets_its_own_audio_group(stack: Stack, media_dir: Path, ffmpeg
     out = uri_to_path(view["manifests"]["manifest"]).parent
     master = m3u8.load(str(out / "master.m3u8"))
     groups = {(m.group_id, m.channels, m.default) for m in master.media if m.type == "AUDIO"}
-    assert groups == {("audio-aac", "2", "YES"), ("audio-eac3", "6", "NO")}
+    assert groups == {("audio-stereo", "2", "YES"), ("audio-surround", "6", "YES")}
     listed = sorted(
         (p.stream_info.audio, p.stream_info.codecs.split(",")[1]) for p in master.playlists
     )
-    assert listed == [("audio-aac", "mp4a.40.2"), ("audio-eac3", "ec-3")]
+    assert listed == [("audio-stereo", "mp4a.40.2"), ("audio-surround", "ec-3")]
     tracks = {t["codec"]: t for t in _manifest(out)["audio_tracks"]}
     packaged = out / "surround.mp4"
     packaged.write_bytes(media_bytes(out, str(tracks["eac3"]["dash_representation_id"])))
     found = decode(packaged)
     assert (found.codec, found.channels, found.sample_rate) == ("eac3", 6, 48000)
+    mpd = (out / "manifest.mpd").read_text()
+    assert (
+        'schemeIdUri="tag:dolby.com,2014:dash:audio_channel_configuration:2011" value="F801"' in mpd
+    )
 
 
 def test_a_stream_that_cannot_be_carried_is_reported(

@@ -13,10 +13,13 @@ from app.packaging.codec_strings import CodecStringError, aac, av1, avc, codec_s
 from app.packaging.dash import duration
 from app.packaging.hls import (
     AudioEntry,
+    AudioTrack,
     Bitrate,
     SubtitleEntry,
     VideoVariant,
+    audio_groups,
     master_playlist,
+    quotable,
     subtitle_playlist,
 )
 
@@ -126,3 +129,35 @@ def test_subtitle_playlist_is_vod_with_a_target_duration_per_rfc8216() -> None:
     assert parsed.playlist_type == "vod" and parsed.is_endlist
     assert parsed.target_duration == 4
     assert [s.duration for s in parsed.segments] == [4.0, 4.0, 1.3]
+
+
+def test_surround_group_holds_every_track_once_under_the_same_names() -> None:
+    def track(uri: str, source: int, label: str, channels: int, default: bool) -> AudioTrack:
+        codecs = "ec-3" if channels == 6 else "mp4a.40.2"
+        return AudioTrack(uri, (None, source), label, label, default, channels, codecs,
+                          Bitrate(1, 1))  # fmt: skip
+
+    entries = audio_groups(
+        [
+            track("en.m3u8", 1, "en", 2, True),
+            track("en51.m3u8", 1, "en", 6, False),
+            track("fr.m3u8", 2, "fr", 2, False),
+        ]
+    )
+    assert [(e.group, e.uri, e.name, e.default) for e in entries] == [
+        ("audio-stereo", "en.m3u8", "en", True),
+        ("audio-stereo", "fr.m3u8", "fr", False),
+        ("audio-surround", "en51.m3u8", "en", True),
+        ("audio-surround", "fr.m3u8", "fr", False),
+    ]
+    assert {e.group for e in audio_groups([track("en.m3u8", 1, "en", 2, True)])} == {"audio-stereo"}
+
+
+def test_text_from_files_or_requests_cannot_break_out_of_an_attribute() -> None:
+    hostile = 'Eng"\nhttp://evil/x.m3u8\n#EXT-X-FOO'
+    assert "\n" not in quotable(hostile) and '"' not in quotable(hostile)
+    entry = AudioEntry("a.m3u8", "audio-stereo", hostile, "en", True, 2, "mp4a.40.2",
+                       Bitrate(1, 1))  # fmt: skip
+    text = master_playlist([VIDEO], [entry], [])
+    assert not any(line.startswith("http://evil") for line in text.splitlines())
+    assert [p.uri for p in m3u8.loads(text).playlists] == ["media_0.m3u8"]

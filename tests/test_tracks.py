@@ -66,8 +66,8 @@ def test_every_track_becomes_aac_stereo_and_the_source_default_stays_default() -
     tracks, skipped = plan_audio(job(), SOURCE)
     assert skipped == []
     assert [(t.name, t.source_index, t.language, t.codec, t.channels) for t in tracks] == [
-        ("audio-eng", 1, "eng", "aac", 2),
-        ("audio-fra", 2, "fra", "aac", 2),
+        ("audio-en", 1, "en", "aac", 2),
+        ("audio-fr", 2, "fr", "aac", 2),
         ("audio-und", 3, "und", "aac", 2),
     ]
     assert [t.default for t in tracks] == [True, False, False]
@@ -76,23 +76,23 @@ def test_every_track_becomes_aac_stereo_and_the_source_default_stays_default() -
 
 def test_languages_pick_tracks_and_the_rest_is_reported() -> None:
     tracks, skipped = plan_audio(job(audio=AudioOptions(languages=["fra"])), SOURCE)
-    assert [t.name for t in tracks] == ["audio-fra"]
+    assert [t.name for t in tracks] == ["audio-fr"]
     assert tracks[0].default  # the only track is the default one
     assert [(s.stream, s.kind) for s in skipped] == [
         ("#1 audio ac3 (eng)", "audio"),
         ("#3 audio ac3", "audio"),
     ]
     assert all("audio.languages" in s.reason for s in skipped)
-    with pytest.raises(PlanError, match=r"asks for deu; the source's audio tracks are eng, fra"):
+    with pytest.raises(PlanError, match=r"asks for de; the source's audio tracks are en, fr, und"):
         plan_audio(job(audio=AudioOptions(languages=["deu"])), SOURCE)
 
 
 def test_surround_rides_beside_stereo_only_where_the_source_has_it() -> None:
     tracks, _ = plan_audio(job(audio=AudioOptions(surround=True, default="fra")), SOURCE)
     assert [(t.name, t.codec, t.channels, t.default) for t in tracks] == [
-        ("audio-eng", "aac", 2, False),
-        ("audio-eng-51", "eac3", 6, False),
-        ("audio-fra", "aac", 2, True),
+        ("audio-en", "aac", 2, False),
+        ("audio-en-51", "eac3", 6, False),
+        ("audio-fr", "aac", 2, True),
         ("audio-und", "aac", 2, False),
     ]
     with pytest.raises(PlanError, match=r"audio\.default is ita"):
@@ -106,10 +106,28 @@ def test_dubs_and_loudness() -> None:
     )
     tracks, _ = plan_audio(job(audio=options), probe(audio_streams=[track(1, "spa")]))
     assert [(t.name, t.source_uri, t.source_index) for t in tracks] == [
-        ("audio-spa", None, 1),
-        ("audio-spa-2", "file:///m/dub.wav", -1),
+        ("audio-es", None, 1),
+        ("audio-es-2", "file:///m/dub.wav", -1),
     ]
     assert {t.loudness_lufs for t in tracks} == {-23}
+
+
+def test_languages_match_however_they_are_spelled() -> None:
+    """A request's ``en`` picks a source's ``eng`` (and ``fre`` is ``fr``); manifests say the
+    BCP 47 form; a tag that is no language is ``und`` (it names files)."""
+    source = probe(audio_streams=[track(1, "eng"), track(2, "fre"), track(3, "en/../x")])
+    tracks, _ = plan_audio(job(audio=AudioOptions(languages=["en", "fra", "und"])), source)
+    assert [(t.name, t.language) for t in tracks] == [
+        ("audio-en", "en"),
+        ("audio-fr", "fr"),
+        ("audio-und", "und"),
+    ]
+
+
+def test_a_probe_from_before_every_track_was_listed_maps_the_first_audio_stream() -> None:
+    old = probe(audio_streams=[]).model_copy(update={"audio": track(0, None)})
+    (only,), _ = plan_audio(job(), old)
+    assert only.source_index == -1
 
 
 def test_no_audio_means_no_audio_tracks() -> None:
@@ -126,9 +144,9 @@ def test_text_subtitles_become_webvtt_and_image_ones_are_reported() -> None:
     sidecar = SidecarSubtitle(source="file:///m/extra.vtt", language="ita")
     tracks, skipped = plan_subtitles(job(subtitles=[sidecar]), probe(subtitles=subtitles))
     assert [(t.name, t.source_index, t.codec, t.forced) for t in tracks] == [
-        ("sub-eng-forced", 4, "subrip", True),
-        ("sub-eng", 6, "ass", False),
-        ("sub-ita", None, "webvtt", False),
+        ("sub-en-forced", 4, "subrip", True),
+        ("sub-en", 6, "ass", False),
+        ("sub-it", None, "webvtt", False),
     ]
     assert tracks[1].hearing_impaired and tracks[2].source_uri == "file:///m/extra.vtt"
     assert [(s.stream, s.kind) for s in skipped] == [

@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from app.activities.common import INVALID_SOURCE, ActivityBase, input_args
 from app.activities.probe import ALLOWED_CONTAINERS, OPEN_OPTIONS
+from app.languages import iso639_2
 from app.models import AudioRendition, EncodeAudioInput, EncodedMedia, Loudness, LoudnessReport
 
 AUDIO_BITRATE_KBPS = 128
@@ -44,31 +45,8 @@ SIDECAR_OPEN_OPTIONS = {
     "format_whitelist": ",".join(sorted(ALLOWED_CONTAINERS | AUDIO_ONLY_CONTAINERS)),
 }
 
-# ISO 639-1 → ISO 639-2/T (what ISO BMFF's mdhd language holds), and the 639-2/B spellings of
-# the same languages, for the languages a catalogue commonly carries; others are kept as given.
-_LANGUAGES = {
-    "ar": "ara", "bg": "bul", "bn": "ben", "ca": "cat", "cs": "ces", "cy": "cym", "da": "dan",
-    "de": "deu", "el": "ell", "en": "eng", "es": "spa", "et": "est", "eu": "eus", "fa": "fas",
-    "fi": "fin", "fr": "fra", "ga": "gle", "gl": "glg", "he": "heb", "hi": "hin", "hr": "hrv",
-    "hu": "hun", "hy": "hye", "id": "ind", "is": "isl", "it": "ita", "ja": "jpn", "ka": "kat",
-    "ko": "kor", "lt": "lit", "lv": "lav", "mk": "mkd", "ms": "msa", "nb": "nob", "nl": "nld",
-    "nn": "nno", "no": "nor", "pl": "pol", "pt": "por", "ro": "ron", "ru": "rus", "sk": "slk",
-    "sl": "slv", "sq": "sqi", "sr": "srp", "sv": "swe", "ta": "tam", "te": "tel", "th": "tha",
-    "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd", "vi": "vie", "zh": "zho",
-    "alb": "sqi", "arm": "hye", "baq": "eus", "chi": "zho", "cze": "ces", "dut": "nld",
-    "fre": "fra", "geo": "kat", "ger": "deu", "gre": "ell", "ice": "isl", "mac": "mkd",
-    "may": "msa", "per": "fas", "rum": "ron", "slo": "slk", "wel": "cym",
-}  # fmt: skip
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LOUDNORM_JSON = re.compile(r"\{[^{}]*\"input_i\"[^{}]*\}")
-
-
-def iso639_2(language: str) -> str:
-    """The 3-letter code MP4 stores: BCP 47 / ISO 639-1 mapped for common languages, a
-    3-letter code kept, anything else undetermined (ffmpeg would drop or refuse it)."""
-    primary = language.strip().lower().replace("_", "-").split("-")[0]
-    code = _LANGUAGES.get(primary, primary)
-    return code if re.fullmatch(r"[a-z]{3}", code) else "und"
 
 
 def loudnorm_filter(target_lufs: float, measured: dict[str, float] | None = None) -> str:
@@ -85,6 +63,11 @@ def loudnorm_filter(target_lufs: float, measured: dict[str, float] | None = None
     return f + ":print_format=json"
 
 
+def layout_filter(track: AudioRendition) -> str:
+    """The rendition's channel layout, with FFmpeg's standard downmix (the one ``-ac`` uses)."""
+    return f"aformat=channel_layouts={'stereo' if track.channels == 2 else '5.1'}"
+
+
 def audio_output_args(
     out: Path, track: AudioRendition | None = None, audio_filter: str | None = None
 ) -> list[str]:
@@ -98,7 +81,9 @@ def audio_output_args(
         ]  # fmt: skip
     args = ["-map", f"0:{track.source_index}", "-vn", "-sn", "-dn", "-map_metadata", "-1"]
     if audio_filter:
-        args += ["-af", audio_filter]  # loudnorm runs at 192 kHz: -ar below brings it back
+        # measured and normalised as the rendition's layout (a downmix changes the loudness);
+        # loudnorm runs at 192 kHz: -ar below brings it back
+        args += ["-af", f"{layout_filter(track)},{audio_filter}"]
     args += [
         "-c:a", track.codec, "-b:a", f"{track.bitrate_kbps}k", "-ac", str(track.channels),
         "-ar", str(track.sample_rate),
@@ -221,9 +206,7 @@ class AudioActivities(ActivityBase):
 
         measured: dict[str, float] | None = None
         if track.loudness_lufs is not None:
-            measured = await self._measure(
-                in_args, track.source_index, track.loudness_lufs, input.duration_s, track.name
-            )
+            measured = await self._measure(in_args, track, input.duration_s)
             if loudness_of(measured, "input") is None:
                 activity.logger.warning("audio %s is silent: not normalised", track.name)
                 measured = None
@@ -277,13 +260,16 @@ class AudioActivities(ActivityBase):
         return src, facts.format, facts.index
 
     async def _measure(
-        self, in_args: list[str], index: int, target: float, duration_s: float, name: str
+        self, in_args: list[str], track: AudioRendition, duration_s: float
     ) -> dict[str, float]:
-        """Pass 1: loudnorm's measurement of the mapped track (decodes only, no output)."""
-        lines: list[str] = []
+        """Pass 1: loudnorm's measurement of the mapped track in the rendition's layout
+        (decodes only, no output)."""
+        assert track.loudness_lufs is not None
+        name, lines = track.name, list[str]()
         await self.ffmpeg(
-            ["-loglevel", "info", *in_args, "-map", f"0:{index}", "-vn", "-sn", "-dn",
-             "-af", loudnorm_filter(target), "-f", "null", "-"],
+            ["-loglevel", "info", *in_args, "-map", f"0:{track.source_index}", "-vn", "-sn",
+             "-dn", "-af", f"{layout_filter(track)},{loudnorm_filter(track.loudness_lufs)}",
+             "-f", "null", "-"],
             total_s=duration_s, label=f"{name}-loudness", metric="loudness", encodes=False,
             on_stderr=lines.append,
         )  # fmt: skip
@@ -305,9 +291,8 @@ class AudioActivities(ActivityBase):
         else:
             out = await self.fetch(media.uri, input.job_id)
             try:
-                figures = await self._measure(
-                    input_args(out, "mov"), 0, track.loudness_lufs, media.duration_s, track.name
-                )
+                placed = track.model_copy(update={"source_index": 0})  # the output's one stream
+                figures = await self._measure(input_args(out, "mov"), placed, media.duration_s)
             finally:
                 self.drop_copy(media.uri, input.job_id)
             output = loudness_of(figures, "input")

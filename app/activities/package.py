@@ -22,9 +22,10 @@ from app.object_store import LocalStore, S3Store, Store, join, store_for
 from app.packaging.codec_strings import codec_string
 from app.packaging.dash import AudioSet, TextSet, VideoColour, rewrite
 from app.packaging.hls import (
-    AudioEntry,
+    AudioTrack,
     SubtitleEntry,
     VideoVariant,
+    audio_groups,
     master_playlist,
     measure,
     subtitle_playlist,
@@ -127,6 +128,24 @@ def _tag(value: object, names: dict[int, str]) -> str | None:
         return None
 
 
+def track_labels(tracks: list[AudioRendition]) -> list[str]:
+    """What players show for each audio rendition (HLS NAME, DASH Label): the title, else the
+    language; the same for the stereo and 5.1 renditions of one source track, and different
+    between source tracks (``en``, ``en 2``)."""
+    by_source: dict[tuple[str | None, int], str] = {}
+    taken: set[str] = set()
+    for track in tracks:
+        key = (track.source_uri, track.source_index)
+        if key not in by_source:
+            base = track.title or track.language
+            label, n = base, 2
+            while label in taken:
+                label, n = f"{base} {n}", n + 1
+            taken.add(label)
+            by_source[key] = label
+    return [by_source[(t.source_uri, t.source_index)] for t in tracks]
+
+
 def _legacy_audio() -> AudioRendition:
     """The one track of plans from before audio tracks: AAC stereo, no language."""
     return AudioRendition(name="audio", default=True)
@@ -197,19 +216,22 @@ class PackageActivities(ActivityBase):
             )
             for i, fact in enumerate(facts)
         ]
-        audio_entries = [
-            AudioEntry(
-                uri=playlists[n_video + i],
-                group=f"audio-{track.codec}",
-                name=track.title or track.name,
-                language=track.language,
-                default=track.default,
-                channels=track.channels,
-                codecs=codecs[str(n_video + i)],
-                bitrate=rates[n_video + i],
-            )
-            for i, track in enumerate(audio_plan)
-        ]
+        labels = track_labels(audio_plan)
+        audio_entries = audio_groups(
+            [
+                AudioTrack(
+                    uri=playlists[n_video + i],
+                    source=(track.source_uri, track.source_index),
+                    label=labels[i],
+                    language=track.language,
+                    default=track.default,
+                    channels=track.channels,
+                    codecs=codecs[str(n_video + i)],
+                    bitrate=rates[n_video + i],
+                )
+                for i, track in enumerate(audio_plan)
+            ]
+        )
         subtitle_plan = input.plan.subtitles if input.plan else []
         sub_entries, text_sets, sub_playlists, sub_files = [], [], [], []
         for track, vtt in zip(subtitle_plan, subtitles, strict=True):
@@ -246,7 +268,7 @@ class PackageActivities(ActivityBase):
             codecs=codecs,
             hdr={str(i): f.colour for i, f in enumerate(facts) if f.video_range != "SDR"},
             audio=[
-                AudioSet(str(n_video + i), track.title or track.name, track.default)
+                AudioSet(str(n_video + i), labels[i], track.language, track.default)
                 for i, track in enumerate(audio_plan)
             ],
             text=text_sets,

@@ -44,6 +44,7 @@ class VideoColour:
 class AudioSet:
     representation_id: str
     label: str
+    language: str
     main: bool
 
 
@@ -87,6 +88,18 @@ def _colour(aset: ET.Element, colour: VideoColour) -> None:
         aset.insert(i, ET.Element(_q(tag), {"schemeIdUri": CICP + name, "value": str(code)}))
 
 
+DOLBY_CHANNELS = "tag:dolby.com,2014:dash:audio_channel_configuration:2011"
+DOLBY_5_1 = "F801"
+"""L, R, C, LFE, Ls, Rs as Dolby's channel mask (DASH-IF IOP 9.2.1.2)."""
+
+
+def _dolby_channels(rep: ET.Element) -> None:
+    """E-AC-3 signals its channels in Dolby's scheme, not MPEG's 23003-3 (ffmpeg's)."""
+    for config in rep.findall(_q("AudioChannelConfiguration")):
+        config.set("schemeIdUri", DOLBY_CHANNELS)
+        config.set("value", DOLBY_5_1)
+
+
 def rewrite(
     mpd_path: Path,
     *,
@@ -120,8 +133,15 @@ def rewrite(
         elif aset.get("contentType") == "audio" and reps:
             entry = roles.get(reps[0].get("id", ""))
             if entry is not None:
+                if entry.language == "und":  # ffmpeg writes the MP4's 3-letter code
+                    aset.attrib.pop("lang", None)
+                else:
+                    aset.set("lang", entry.language)
                 _role(aset, "main" if entry.main else "alternate")
                 _label(aset, entry.label)
+                for rep in reps:
+                    if rep.get("codecs") == "ec-3":
+                        _dolby_channels(rep)
     for sub in text:
         aset = ET.SubElement(
             period,

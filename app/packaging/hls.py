@@ -8,6 +8,7 @@ project writes its own with the ``m3u8`` library (RFC 8216, Apple's HLS authorin
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -77,6 +78,60 @@ class SubtitleEntry:
     hearing_impaired: bool
 
 
+@dataclass(frozen=True)
+class AudioTrack:
+    """One encoded audio rendition as the master playlist needs it."""
+
+    uri: str
+    source: tuple[str | None, int]
+    """The source track it renders (file, stream): a stereo and a 5.1 rendition share it."""
+    label: str
+    language: str
+    default: bool
+    channels: int
+    codecs: str
+    bitrate: Bitrate
+
+
+STEREO_GROUP = "audio-stereo"
+SURROUND_GROUP = "audio-surround"
+
+
+def audio_groups(tracks: list[AudioTrack]) -> list[AudioEntry]:
+    """A stereo group of every stereo rendition and, where any track has 5.1, a surround
+    group holding each source track once: its 5.1 rendition, else its stereo one. Every
+    language is in both groups under the same NAME, so a player that changes variant (and
+    so group) stays on the same track; each group has one default."""
+    stereo = [t for t in tracks if t.channels <= 2]
+    surround_of = {t.source: t for t in tracks if t.channels > 2}
+    entries = [_entry(t, STEREO_GROUP) for t in stereo]
+    if surround_of:
+        entries += [_entry(surround_of.get(t.source, t), SURROUND_GROUP, t.default) for t in stereo]
+    return entries
+
+
+def _entry(track: AudioTrack, group: str, default: bool | None = None) -> AudioEntry:
+    return AudioEntry(
+        uri=track.uri,
+        group=group,
+        name=track.label,
+        language=track.language,
+        default=track.default if default is None else default,
+        channels=track.channels,
+        codecs=track.codecs,
+        bitrate=track.bitrate,
+    )
+
+
+_UNQUOTABLE = re.compile(r'[\x00-\x1f\x7f"]')
+
+
+def quotable(text: str, limit: int = 64) -> str:
+    """A quoted-string attribute value (RFC 8216 4.2: no double quote, CR or LF): text from a
+    request or a file's metadata can never add a line or a tag to a playlist."""
+    return _UNQUOTABLE.sub("", text).strip()[:limit] or "?"
+
+
 SUBTITLE_GROUP = "subs"
 HEARING_IMPAIRED = (
     "public.accessibility.transcribes-spoken-dialog,public.accessibility.describes-music-and-sound"
@@ -102,8 +157,8 @@ def master_playlist(
                 uri=track.uri,
                 type="AUDIO",
                 group_id=track.group,
-                language=None if track.language == "und" else track.language,
-                name=track.name,
+                language=None if track.language == "und" else quotable(track.language),
+                name=quotable(track.name),
                 default=_yes(track.default),
                 autoselect="YES",
                 channels=str(track.channels),
@@ -115,8 +170,8 @@ def master_playlist(
                 uri=sub.uri,
                 type="SUBTITLES",
                 group_id=SUBTITLE_GROUP,
-                language=None if sub.language == "und" else sub.language,
-                name=sub.name,
+                language=None if sub.language == "und" else quotable(sub.language),
+                name=quotable(sub.name),
                 default=_yes(sub.default),
                 autoselect="YES",
                 forced=_yes(sub.forced),
