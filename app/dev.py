@@ -21,7 +21,7 @@ from typing import IO
 
 import httpx
 
-from app.activities.ffmpeg import _die_with_parent
+from app.activities.ffmpeg import die_with_parent
 from app.gpu import has_gpu
 from app.search import dev_server_args
 
@@ -133,7 +133,7 @@ class Stack:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.children.append((name, proc))
         return proc

@@ -171,16 +171,22 @@ def source_hdr(video: VideoInfo) -> VideoRange | None:
     """PQ or HLG where the source's pictures are coded so, else None.
 
     Dolby Vision is judged by its base layer's transfer (profile 8.1 is HDR10-compatible, 8.4
-    HLG); the pixel values decide the look, so a PQ or HLG transfer counts whatever the
-    dynamic range label says."""
+    HLG, 8.2 and 9 SDR); the pixel values decide the look, so a PQ or HLG transfer counts
+    whatever the dynamic range label says. A Dolby Vision stream with no transfer at all is
+    profile 5, whose pictures (IPTPQc2) only a Dolby Vision decoder can show: refused."""
     if video.dynamic_range == "HDR10":
         return "PQ"
     if video.dynamic_range == "HLG":
         return "HLG"
     if video.color_transfer == HLG:
         return "HLG"
-    if video.color_transfer == PQ or video.dynamic_range == "DolbyVision":
+    if video.color_transfer == PQ:
         return "PQ"
+    if video.dynamic_range == "DolbyVision" and video.color_transfer is None:
+        raise PlanError(
+            "the source is Dolby Vision without a backward-compatible base layer (profile 5, "
+            "IPTPQc2 pictures): it cannot be encoded without Dolby's tools"
+        )
     return None
 
 
@@ -321,7 +327,7 @@ def dolby_vision_not_carried(video: VideoInfo) -> list[NotCarried]:
     layer, HDR10 or HLG by its transfer. Reported so nobody expects Dolby Vision out."""
     if video.dynamic_range != "DolbyVision":
         return []
-    base = "HLG" if video.color_transfer == HLG else "HDR10"
+    base = {HLG: "HLG", PQ: "HDR10"}.get(video.color_transfer or "", "SDR")
     return [
         NotCarried(
             stream=f"#{video.index} video {video.codec} (Dolby Vision RPU)",

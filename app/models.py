@@ -415,6 +415,11 @@ class Plan(Strict):
 class ProbeInput(Strict):
     source_uri: str
     job_id: str = "probe"
+    keep_copy: bool = Field(
+        True,
+        description="Keep a downloaded (S3) source on the worker for the job's next steps; "
+        "an inspection keeps nothing.",
+    )
 
 
 class PlanInput(Strict):

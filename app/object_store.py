@@ -8,6 +8,7 @@ from disk so a film is never held in memory.
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -103,9 +104,13 @@ class S3Store:
     def download(self, uri: str, dest: Path) -> None:
         bucket, key = self._split(uri)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_name(dest.name + ".part")
-        self.client.download_file(bucket, key, str(part), Config=self.transfer)
-        part.replace(dest)
+        # Its own partial name: two activities of one job may fetch the same object at once.
+        part = dest.with_name(f"{dest.name}.{uuid.uuid4().hex[:12]}.part")
+        try:
+            self.client.download_file(bucket, key, str(part), Config=self.transfer)
+            part.replace(dest)
+        finally:
+            part.unlink(missing_ok=True)
 
     def upload(self, src: Path, uri: str) -> None:
         bucket, key = self._split(uri)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import uuid
+from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from temporalio.worker import Worker
 
 from app.activities.analyze import AnalyzeActivities
 from app.activities.idet import idet_verdict, parse_idet
-from app.activities.probe import is_text_subtitle, probe_file
+from app.activities.probe import is_text_subtitle, probe_file, variable_rate
 from app.api.main import create_app
 from app.models import InspectInput, ProbeResult, RetryOptions, SubtitleInfo
 from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
@@ -362,3 +363,17 @@ def test_cosmos_inspect_prints_a_report(stack: Stack, sources: dict[str, Path]) 
     )  # fmt: skip
     assert refused.returncode == 1
     assert "refused (422): source:" in refused.stderr, refused.stderr
+
+
+def test_the_nominal_rate_of_a_variable_frame_rate_stream() -> None:
+    """Jitter: the average; drops: the typical duration; both then the standard rate near it."""
+    tb = Fraction(1, 30000)
+    assert variable_rate([1000] * 100, tb, Fraction(30)) is None  # constant
+    jitter = [700, 1300] * 50  # every other frame 10 ms late
+    assert variable_rate(jitter, tb, Fraction(30)) == 30
+    drops = ([1000] * 8 + [2000]) * 10  # every tenth frame missing: 27 fps on average
+    assert variable_rate(drops, tb, Fraction(27)) == 30
+    phone = [1000, 990, 1010, 1000, 2000] * 20  # small jitter and drops
+    assert variable_rate(phone, tb, Fraction(25)) == 30
+    odd = ([1100] * 8 + [2200] * 2) * 10  # 27.27 fps typical: no standard rate within 1 %
+    assert variable_rate(odd, tb, None) == Fraction(300, 11)

@@ -678,15 +678,25 @@ FLASH_S = 58.0
 
 
 def make_vfr(
-    ffmpeg: str, path: Path, seconds: float = VFR_SECONDS, flash_s: float = FLASH_S
+    ffmpeg: str,
+    path: Path,
+    seconds: float = VFR_SECONDS,
+    flash_s: float = FLASH_S,
+    drops: bool = False,
 ) -> Path:
-    """Nominally 30 fps, every other frame 10 ms late (a phone's jittery clock), black but
-    for a white flash with a loud beep at ``flash_s``."""
+    """Nominally 30 fps, black but for a white flash with a loud beep at ``flash_s``. Every
+    other frame 10 ms late (a jittery clock), or with ``drops`` every tenth frame missing and
+    the rest 1 ms early or late (a phone dropping frames under load)."""
     end = flash_s + 0.1
+    timing = (
+        "select='not(eq(mod(n,10),5))',setpts='PTS+0.001*(2*mod(N,2)-1)/TB'"
+        if drops
+        else "setpts='(N/30+0.01*mod(N,2))/TB'"
+    )
     video = (
         f"color=c=black:s=320x180:r=30:d={seconds},"
         f"drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='between(t,{flash_s},{end})',"
-        "settb=1/30000,setpts='(N/30+0.01*mod(N,2))/TB'"
+        f"settb=1/30000,{timing}"
     )
     audio = (
         f"aevalsrc='if(between(t,{flash_s},{end}),0.8*sin(2*PI*1000*t),0.01*sin(2*PI*440*t))'"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -17,11 +18,14 @@ from app.tracks import other_not_carried, plan_audio, plan_subtitles
 class AnalyzeActivities(ActivityBase):
     @activity.defn(name="probe_source")
     async def probe_source(self, input: ProbeInput) -> ProbeResult:
-        path = await self.local_source(input.source_uri, input.job_id)
         try:
-            return await asyncio.to_thread(probe_file, path)
+            path = await self.local_source(input.source_uri, input.job_id)
+            return await asyncio.to_thread(probe_file, path, self.settings.ffmpeg_path)
         except InvalidSource as err:
             raise ApplicationError(str(err), type=INVALID_SOURCE, non_retryable=True) from None
+        finally:
+            if not input.keep_copy:  # an inspection: no job follows to use (or clean) the copy
+                shutil.rmtree(self.work_dir(input.job_id), ignore_errors=True)
 
     @activity.defn(name="plan_renditions")
     async def plan(self, input: PlanInput) -> Plan:

@@ -127,7 +127,7 @@ X265_KNOWN = frozenset(
 SVT_PRIMARIES = {"bt709": "bt709", "bt470m": "bt470m", "bt470bg": "bt470bg",
                  "smpte170m": "bt601", "smpte240m": "smpte240", "film": "film",
                  "bt2020": "bt2020", "smpte428": "xyz", "smpte431": "smpte431",
-                 "smpte432": "smpte432", "jedec-p22": "ebu3213"}  # fmt: skip
+                 "smpte432": "smpte432", "ebu3213": "ebu3213"}  # fmt: skip
 SVT_TRANSFERS = {"bt709": "bt709", "gamma22": "bt470m", "gamma28": "bt470bg",
                  "smpte170m": "bt601", "smpte240m": "smpte240", "linear": "linear",
                  "iec61966-2-4": "iec61966", "bt1361e": "bt1361", "iec61966-2-1": "srgb",
@@ -164,8 +164,8 @@ def _x265_colour(s: EncoderSettings) -> list[str]:
         params.append("hdr10=1")
     if s.color_transfer == "smpte2084":
         params.append("hdr10-opt=1")
-    if s.color_transfer in ("smpte2084", "arib-std-b67"):
-        params.append("repeat-headers=1")
+    # No repeat-headers: under the hvc1 tag the parameter sets live in the sample entry only
+    # (ISO/IEC 14496-15), and every fMP4 segment's init segment carries them.
     return params
 
 
@@ -235,7 +235,8 @@ def _encoder_options(
         if rendition.codec == "hevc" and ten_bit:
             opts["profile:v"] = "main10"
     elif s.encoder == "libx264":
-        opts |= {"preset": s.preset, "sc_threshold": 0, "profile:v": "high",
+        # a53cc off: captions are not carried (and reported so), not half-carried in H.264 SEI
+        opts |= {"preset": s.preset, "sc_threshold": 0, "profile:v": "high", "a53cc": 0,
                  "x264-params": "open-gop=0"}  # fmt: skip
     elif s.encoder == "libx265":
         params = [f"keyint={s.gop_frames}", f"min-keyint={s.gop_frames}", "scenecut=0",

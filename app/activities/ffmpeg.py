@@ -35,7 +35,7 @@ def ffmpeg_binary(override: str | None = None) -> str:
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: SIGKILL ffmpeg if the worker that started it dies, even by SIGKILL."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -114,7 +114,7 @@ async def _run_ffmpeg(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     assert proc.stdout is not None and proc.stderr is not None
     stderr_tail: deque[str] = deque(maxlen=20)

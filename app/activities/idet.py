@@ -11,12 +11,12 @@ import subprocess
 from pathlib import Path
 
 from app.activities.common import input_args
-from app.activities.ffmpeg import ffmpeg_binary
+from app.activities.ffmpeg import die_with_parent, ffmpeg_binary
 from app.models import FieldOrder
 
 IDET_FRAMES = 250
 IDET_SECONDS = 10
-IDET_TIMEOUT_S = 120.0
+IDET_TIMEOUT_S = 30.0
 # idet's default (1.04) calls sharp, fast-moving progressive pictures (lavfi testsrc2, scrolling
 # text) interlaced; 1.5 still finds real combing and leaves doubtful frames undetermined.
 IDET_FILTER = "idet=intl_thres=1.5"
@@ -57,11 +57,12 @@ def measure_field_order(
     *,
     frames: int = IDET_FRAMES,
     timeout_s: float = IDET_TIMEOUT_S,
+    ffmpeg: str | None = None,
 ) -> FieldOrder | None:
     """Run idet over the first ``frames`` frames (at most ``IDET_SECONDS``); None when ffmpeg
     fails or decides nothing: a best-effort measurement never fails the probe."""
     command = [
-        ffmpeg_binary(),
+        ffmpeg_binary(ffmpeg),
         "-nostdin",
         "-hide_banner",
         "-loglevel",
@@ -84,8 +85,9 @@ def measure_field_order(
     ]
     try:
         run = subprocess.run(
-            command, capture_output=True, text=True, errors="replace", timeout=timeout_s
-        )
+            command, capture_output=True, text=True, errors="replace", timeout=timeout_s,
+            preexec_fn=die_with_parent,  # dies with the worker, like every ffmpeg run
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return None
     return parse_idet(run.stderr)

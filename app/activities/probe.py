@@ -81,7 +81,9 @@ COLOR_RANGES = {1: "tv", 2: "pc"}
 FIELD_ORDERS: dict[int, FieldOrder] = {1: "progressive", 2: "tff", 3: "bff", 4: "bff", 5: "tff"}
 TEXT_SUBTITLES = frozenset({"subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text", "ttml"})
 DOLBY_VISION_TAGS = frozenset({"dvh1", "dvhe", "dav1", "dva1", "dvav"})
-VFR_PACKETS = 300
+VFR_PACKETS = 3000
+"""Packets whose timing is read (demux only, no decode): 100 s at 30 fps, enough to tell
+29.97 from 30 when counting dropped frames."""
 VFR_TOLERANCE = 0.10
 FRAMES_FOR_FLAGS = 5
 
@@ -162,37 +164,62 @@ STANDARD_RATES = tuple(
 )
 
 
-def nominal_rate(average: Fraction) -> Fraction:
-    """The rate a variable-frame-rate source is made constant at: the standard rate within 1 %
-    of its average (a phone's 29.7 fps is 30), else the average itself. The stream's own
-    r_frame_rate is the finest timestamp step, often far above it (45 for a jittery 30)."""
-    near = min(STANDARD_RATES, key=lambda r: abs(r - average))
-    if abs(near - average) <= near / 100:
-        return near
-    return average.limit_denominator(1001)
-
-
-def _variable_frame_rate(path: Path, index: int) -> bool:
-    """Frame durations of the first packets: VFR when more than a few stray from the typical one
-    by over 10 %. Container timestamp rounding (1 ms in Matroska) stays well inside that. The file
+def _frame_durations(path: Path, index: int) -> tuple[list[int], Fraction]:
+    """Durations between the first packets' presentation times, and their time base. The file
     is opened again so the demux starts at the beginning whatever seeking the format allows."""
     times: list[int] = []
+    time_base = Fraction(1)
     try:
         with av.open(str(path), options=OPEN_OPTIONS) as container:
-            for packet in container.demux(container.streams[index]):
+            stream = container.streams[index]
+            time_base = Fraction(stream.time_base or 1)
+            for packet in container.demux(stream):
                 if packet.pts is not None and packet.size:
                     times.append(packet.pts)
                 if len(times) >= VFR_PACKETS:
                     break
     except (av.error.FFmpegError, ValueError):
-        return False
+        return [], time_base
     times.sort()
-    durations = [b - a for a, b in pairwise(times) if b > a]
+    return [b - a for a, b in pairwise(times) if b > a], time_base
+
+
+GRID_MISFIT = 0.25
+"""How far (in frames, on average) frame durations may sit off whole frames of a grid."""
+SINGLE_FRAMES = 0.7
+"""Share of durations one frame long on a grid that is the stream's own (drops are a few)."""
+
+
+def variable_rate(
+    durations: list[int], time_base: Fraction, average: Fraction | None
+) -> Fraction | None:
+    """The nominal rate of a variable-frame-rate stream, or None if the rate is constant.
+
+    VFR when more than a few frame durations stray from the typical one by over 10 %
+    (container timestamp rounding, 1 ms in Matroska, stays well inside that). The nominal rate
+    is the average with the dropped frames put back: on the lowest standard rate's grid where
+    the durations are whole frames (mostly one), a duration of two frames is a dropped frame,
+    so 30 fps with every tenth frame missing is 30, not its average 27 (a clock that jitters
+    by a third of a frame fits no grid: its average stands). Then the standard rate within
+    1 % is taken (a phone's 29.7 is 29.97). r_frame_rate is neither: it is the finest timestamp
+    step (45 for a jittery 30)."""
     if len(durations) < 3:
-        return False
+        return None
     typical = median(durations)
     off = sum(1 for d in durations if abs(d - typical) > VFR_TOLERANCE * typical)
-    return off > max(1, len(durations) // 20)
+    if off <= max(1, len(durations) // 20):
+        return None
+    seconds = [d * time_base for d in durations]
+    # the whole stream's average where known (a window's ends can sit on a jittered frame)
+    rate: Fraction = average or Fraction(len(seconds)) / sum(seconds)
+    for grid in STANDARD_RATES:
+        slots = [max(1, round(s * grid)) for s in seconds]
+        misfit = sum(abs(s * grid - n) for s, n in zip(seconds, slots, strict=True))
+        if misfit <= GRID_MISFIT * len(seconds) and slots.count(1) >= SINGLE_FRAMES * len(slots):
+            rate *= Fraction(sum(slots), len(slots))  # frames per slot: the drops put back
+            break
+    standard = min(STANDARD_RATES, key=lambda r: abs(r - rate))
+    return standard if abs(standard - rate) <= standard / 100 else rate.limit_denominator(1001)
 
 
 def _timecode(container: InputContainer, stream: VideoStream) -> str | None:
@@ -234,8 +261,9 @@ def _stream_line(stream: Stream) -> str:
     return f"{line} ({language})" if language else line
 
 
-def probe_file(path: Path) -> ProbeResult:
-    """Open, check and describe ``path``; raise :class:`InvalidSource` with a reason if unusable."""
+def probe_file(path: Path, ffmpeg: str | None = None) -> ProbeResult:
+    """Open, check and describe ``path``; raise :class:`InvalidSource` with a reason if unusable.
+    ``ffmpeg`` (the configured binary) runs the idet measurement."""
     try:
         container = av.open(str(path), options=OPEN_OPTIONS)
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
@@ -267,9 +295,10 @@ def probe_file(path: Path) -> ProbeResult:
         if not rate or rate <= 0 or rate > 240:
             raise InvalidSource("source video has no usable frame rate")
         frame_rate = Fraction(rate.numerator, rate.denominator)
-        variable = _variable_frame_rate(path, vstream.index)
-        if variable and vstream.average_rate:
-            frame_rate = nominal_rate(Fraction(vstream.average_rate))
+        average = Fraction(vstream.average_rate) if vstream.average_rate else None
+        nominal = variable_rate(*_frame_durations(path, vstream.index), average)
+        if nominal is not None:
+            frame_rate = nominal
 
         frames = container.decode(vstream)
         try:
@@ -313,7 +342,7 @@ def probe_file(path: Path) -> ProbeResult:
             if o.type not in ("video", "audio", "subtitle")
         ]
         facts = _video_facts(container, vstream, first, flags)
-        measured = measure_field_order(path, fmt)
+        measured = measure_field_order(path, fmt, ffmpeg=ffmpeg)
         flagged = facts["field_order"] in ("tff", "bff") or (
             facts["field_order"] is None and flags.interlaced
         )
@@ -336,7 +365,7 @@ def probe_file(path: Path) -> ProbeResult:
                 # progressive) interlaced video, and a flag is trusted where idet, which can
                 # miss low-motion interlaced content, says progressive. Both are reported.
                 "interlaced": measured in ("tff", "bff") or flagged,
-                "variable_frame_rate": variable,
+                "variable_frame_rate": nominal is not None,
             }
         )
         streams = [_stream_line(s) for s in container.streams]

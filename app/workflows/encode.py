@@ -144,9 +144,12 @@ class EncodeWorkflow:
                 )
                 routes = {route.codec: route for route in decided}
             chunks = None
+            # A variable-frame-rate source is made constant on one grid over the whole title:
+            # chunks would each start their own (and round their frame counts apart).
             if (
                 job.chunk_seconds > 0
                 and probe.duration_s >= job.chunk_seconds + job.min_chunk_seconds
+                and not probe.video.variable_frame_rate
                 and workflow.patched(CHUNK_PATCH)
             ):
                 chunks = await self._stage("split", self._split(job, probe))
@@ -277,6 +280,7 @@ class EncodeWorkflow:
                 track=track,
                 duration_s=probe.duration_s,
             ),
+            timeout=LONG,  # an embedded track is read from the whole source
             heartbeat=True,
         )
         return media

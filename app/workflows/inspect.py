@@ -30,7 +30,7 @@ class InspectWorkflow:
         retry = input.retry
         result: ProbeResult = await workflow.execute_activity_method(
             AnalyzeActivities.probe_source,
-            ProbeInput(source_uri=input.source_uri, job_id=input.job_id),
+            ProbeInput(source_uri=input.source_uri, job_id=input.job_id, keep_copy=False),
             task_queue=CPU_QUEUE,
             start_to_close_timeout=PROBE_TIMEOUT,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
