@@ -22,13 +22,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from app.activities.common import INVALID_SOURCE, ActivityBase, input_args
-from app.activities.probe import ALLOWED_CONTAINERS, OPEN_OPTIONS
 from app.languages import iso639_2
+from app.media import ALLOWED_CONTAINERS, OPEN_OPTIONS
 from app.models import AudioRendition, EncodeAudioInput, EncodedMedia, Loudness, LoudnessReport
 
+# The rendition of histories from before audio tracks: AAC stereo, 128 kb/s, 48 kHz.
 AUDIO_BITRATE_KBPS = 128
 AUDIO_SAMPLE_RATE = 48000
-"""The rendition of histories from before audio tracks: AAC stereo, 128 kb/s, 48 kHz."""
 
 TRUE_PEAK_DBTP = -1.5
 LOUDNESS_RANGE_LU = 11.0
@@ -45,7 +45,6 @@ SIDECAR_OPEN_OPTIONS = {
     "format_whitelist": ",".join(sorted(ALLOWED_CONTAINERS | AUDIO_ONLY_CONTAINERS)),
 }
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LOUDNORM_JSON = re.compile(r"\{[^{}]*\"input_i\"[^{}]*\}")
 
 
@@ -193,13 +192,7 @@ class AudioActivities(ActivityBase):
             return await self.encode_to(input.job_id, input.scratch_uri, "audio/audio.m4a",
                                         input_args(src, input.container), audio_output_args,
                                         "audio", input.duration_s)  # fmt: skip
-        track = input.track
-        if not _NAME.fullmatch(track.name):
-            raise ApplicationError(
-                f"audio rendition name {track.name!r} is not a plain file name",
-                type="InvalidRendition",
-                non_retryable=True,
-            )
+        track = input.track  # its name is a plain file name: the model's pattern
         src, container, index = await self._track_source(input, track)
         track = track.model_copy(update={"source_index": index})
         in_args = input_args(src, container)

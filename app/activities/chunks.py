@@ -30,8 +30,8 @@ from app.activities.encode import (
     hwaccel_args,
     video_output_args,
 )
-from app.activities.probe import OPEN_OPTIONS, count_frames
 from app.chunking import Keyframe, choose_boundaries, forced_keyframes
+from app.media import OPEN_OPTIONS, count_frames
 from app.models import (
     AssembleInput,
     ChunkOutput,
@@ -47,10 +47,10 @@ from app.storage import remove_tree, uri_to_path
 
 ASSEMBLY_ERROR = "AssemblyError"
 SPLIT_EPSILON_S = 0.0005
+"""The segment muxer cuts at the first keyframe at or after a time: aim just before it."""
 NEIGHBOUR_FRAMES = 4
 """How much of a neighbouring chunk is decoded (in frames) to give bwdif its edge fields; the
 graph keeps one frame of it."""
-"""The segment muxer cuts at the first keyframe at or after a time: aim just before it."""
 
 
 def chunk_uri(scratch_uri: str, job_id: str, index: int) -> str:

@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from app.activities.ffmpeg import FfmpegError, ffmpeg_binary, run_ffmpeg
+from app.media import count_frames
 from app.metrics import observe_encode
 from app.models import EncodedMedia, Progress
 from app.object_store import LocalStore, join, store_for
@@ -162,8 +163,6 @@ class ActivityBase:
         """Encode to a partial file, then place it: an object at the target is always whole,
         so a retry after a crash between the upload and the completion report does not encode
         again (ffmpeg does not run then, and ``on_stderr`` sees nothing)."""
-        from app.activities.probe import count_frames  # probe imports this module (via idet)
-
         target = join(scratch_uri, job_id, relative)
         if await asyncio.to_thread(store_for(target, self.settings).exists, target):
             out = await self.fetch(target, job_id)

@@ -16,7 +16,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from app.activities.common import ActivityBase, input_args, sha256_paths
-from app.activities.probe import OPEN_OPTIONS
+from app.colour import MATRICES, PRIMARIES, TRANSFERS
+from app.media import OPEN_OPTIONS
 from app.models import AudioRendition, Manifests, PackageInput, PackageResult, PublishInput
 from app.object_store import LocalStore, S3Store, Store, join, store_for
 from app.packaging.codec_strings import codec_string
@@ -81,6 +82,7 @@ def _representation_files(staging: Path, rep_id: int) -> list[Path]:
 class VideoFacts:
     """What a player is told of a video rendition, read from the encoded file itself."""
 
+    codec: str
     width: int
     height: int
     frame_rate: Fraction
@@ -92,7 +94,9 @@ class VideoFacts:
 
     @property
     def family(self) -> tuple[str, str]:
-        return self.colour.transfer or "", self.video_range
+        """Renditions a player may switch between: one codec, one transfer (DASH-IF IOP:
+        an AdaptationSet per codec family, so SDR H.264 and HDR HEVC sit side by side)."""
+        return self.codec, self.colour.transfer or ""
 
 
 VIDEO_RANGES = {"smpte2084": "PQ", "arib-std-b67": "HLG"}
@@ -104,21 +108,16 @@ def video_facts(path: Path) -> VideoFacts:
         ctx = stream.codec_context
         rate = stream.average_rate or stream.guessed_rate or Fraction(0)
         return VideoFacts(
+            codec=ctx.name,
             width=ctx.width,
             height=ctx.height,
             frame_rate=Fraction(rate.numerator, rate.denominator),
             colour=VideoColour(
-                primaries=_tag(ctx.color_primaries, PRIMARY_NAMES),
-                transfer=_tag(ctx.color_trc, TRANSFER_NAMES),
-                matrix=_tag(ctx.colorspace, MATRIX_NAMES),
+                primaries=_tag(ctx.color_primaries, PRIMARIES),
+                transfer=_tag(ctx.color_trc, TRANSFERS),
+                matrix=_tag(ctx.colorspace, MATRICES),
             ),
         )
-
-
-# FFmpeg's enum values (libavutil/pixfmt.h) to the names its options and tags use.
-PRIMARY_NAMES = {1: "bt709", 5: "bt470bg", 6: "smpte170m", 9: "bt2020", 12: "smpte432"}
-TRANSFER_NAMES = {1: "bt709", 6: "smpte170m", 14: "bt2020-10", 16: "smpte2084", 18: "arib-std-b67"}
-MATRIX_NAMES = {1: "bt709", 5: "bt470bg", 6: "smpte170m", 9: "bt2020nc", 10: "bt2020c"}
 
 
 def _tag(value: object, names: dict[int, str]) -> str | None:

@@ -21,6 +21,8 @@ from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
 from app.activities.idet import measure_field_order
+from app.colour import MATRICES, PRIMARIES, TRANSFERS
+from app.media import ALLOWED_CONTAINERS, OPEN_OPTIONS
 from app.models import (
     AudioInfo,
     ContentLight,
@@ -38,18 +40,7 @@ class InvalidSource(ValueError):
     """The file is not video this platform can encode; the message is for people."""
 
 
-# Demuxers that read one self-contained file. Playlists (hls, dash, concat) and image sequences
-# would make FFmpeg open other files or URLs named inside the source, so they are refused.
-ALLOWED_CONTAINERS = frozenset(
-    {"mov", "matroska", "mpegts", "avi", "flv", "mxf", "mpeg", "ogg", "nut", "asf", "ivf",
-     "yuv4mpegpipe", "h264", "hevc", "m4v", "dv", "gxf", "webm"}
-)  # fmt: skip
 MAX_DIMENSION = 8192
-# libavformat refuses every other demuxer and protocol before reading a byte of the file.
-OPEN_OPTIONS = {
-    "protocol_whitelist": "file",
-    "format_whitelist": ",".join(sorted(ALLOWED_CONTAINERS)),
-}
 
 
 def _ratio(value: Fraction) -> str:
@@ -60,21 +51,6 @@ def _rotation(degrees: float) -> int:
     return round(degrees / 90.0) % 4 * 90
 
 
-# FFmpeg's enum values (libavutil/pixfmt.h, codec_par.h) -> the names ffmpeg's options use.
-COLOR_PRIMARIES = {
-    1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film",
-    9: "bt2020", 10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213",
-}  # fmt: skip
-COLOR_TRANSFERS = {
-    1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear",
-    9: "log100", 10: "log316", 11: "iec61966-2-4", 12: "bt1361e", 13: "iec61966-2-1",
-    14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084", 17: "smpte428", 18: "arib-std-b67",
-}  # fmt: skip
-COLOR_MATRICES = {
-    0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "ycgco",
-    9: "bt2020nc", 10: "bt2020c", 11: "smpte2085", 12: "chroma-derived-nc",
-    13: "chroma-derived-c", 14: "ictcp",
-}  # fmt: skip
 COLOR_RANGES = {1: "tv", 2: "pc"}
 # AVFieldOrder: TT/BB are coded and shown in the same order; TB is coded top first but shown
 # bottom first (bff), BT the reverse (tff).
@@ -433,14 +409,10 @@ def _video_facts(
             bit_depth = max(c.bits for c in fmt.components)
         chroma = _chroma(fmt)
     # The frame's tags where the stream's say nothing (some demuxers leave codecpar unset).
-    primaries = COLOR_PRIMARIES.get(int(ctx.color_primaries)) or COLOR_PRIMARIES.get(
-        int(first.color_primaries)
-    )
-    transfer = COLOR_TRANSFERS.get(int(ctx.color_trc)) or COLOR_TRANSFERS.get(int(first.color_trc))
-    matrix = COLOR_MATRICES.get(int(ctx.colorspace)) if int(ctx.colorspace) != 2 else None
-    matrix = matrix or (
-        COLOR_MATRICES.get(int(first.colorspace)) if int(first.colorspace) != 2 else None
-    )
+    primaries = PRIMARIES.get(int(ctx.color_primaries)) or PRIMARIES.get(int(first.color_primaries))
+    transfer = TRANSFERS.get(int(ctx.color_trc)) or TRANSFERS.get(int(first.color_trc))
+    matrix = MATRICES.get(int(ctx.colorspace)) if int(ctx.colorspace) != 2 else None
+    matrix = matrix or (MATRICES.get(int(first.colorspace)) if int(first.colorspace) != 2 else None)
     color_range = COLOR_RANGES.get(int(ctx.color_range)) or COLOR_RANGES.get(int(first.color_range))
     tag = (ctx.codec_tag or "").strip("\x00").lower()
     dolby_vision = flags.dolby_vision or tag in DOLBY_VISION_TAGS
@@ -491,12 +463,3 @@ def _subtitle_info(stream: SubtitleStream) -> SubtitleInfo:
         forced=_disposition(stream, "forced"),
         hearing_impaired=_disposition(stream, "hearing_impaired"),
     )
-
-
-def count_frames(path: Path) -> tuple[int, float]:
-    """Frames and duration of an encoded stream, by demuxing (no decode): cheap and exact."""
-    with av.open(str(path), options=OPEN_OPTIONS) as container:
-        stream = container.streams[0]
-        frames = sum(1 for packet in container.demux(stream) if packet.size)
-        duration = container.duration / 1_000_000 if container.duration else 0.0
-    return frames, duration

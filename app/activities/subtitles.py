@@ -7,7 +7,6 @@ packager segments one format (``app.subtitles.segment_vtt``) for HLS and DASH al
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path, PurePosixPath
 
 from temporalio import activity
@@ -32,9 +31,6 @@ MAX_SIDECAR_BYTES = 10 * 1024 * 1024
 """Far above any real subtitle file (a feature's SRT is ~100 KiB); refuses anything else."""
 
 
-_TRACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
 def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type=INVALID_SUBTITLE, non_retryable=True)
 
@@ -57,9 +53,7 @@ class SubtitleActivities(ActivityBase):
     async def prepare(self, input: SubtitleInput) -> SubtitleMedia:
         """Convert the track once: a finished file at the target (an earlier attempt placed
         it whole) is reused, so a retry does no work twice."""
-        track = input.track
-        if not _TRACK_NAME.fullmatch(track.name):
-            raise _invalid(f"subtitle track name {track.name!r} is not a safe file name")
+        track = input.track  # its name is a plain file name: the model's pattern
         target = join(input.scratch_uri, input.job_id, "subtitles", f"{track.name}.vtt")
         cues = await self._reused(target, input.job_id)
         if cues is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import av
 
-from app.activities.probe import OPEN_OPTIONS
+from app.media import OPEN_OPTIONS
 
 
 class CodecStringError(ValueError):

@@ -13,14 +13,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.colour import MATRICES, PRIMARIES, TRANSFERS, code_of
+
 NS = "urn:mpeg:dash:schema:mpd:2011"
 ROLE_SCHEME = "urn:mpeg:dash:role:2011"
 CICP = "urn:mpeg:mpegB:cicp:"
-# ITU-T H.273 code points of the tags ffmpeg names (ISO/IEC 23091-2).
-PRIMARIES = {"bt709": 1, "bt2020": 9, "smpte432": 12, "bt470bg": 5, "smpte170m": 6}
-TRANSFERS = {"bt709": 1, "smpte2084": 16, "arib-std-b67": 18, "bt2020-10": 14, "smpte170m": 6}
-MATRICES = {"bt709": 1, "bt2020nc": 9, "bt2020c": 10, "bt470bg": 5, "smpte170m": 6}
-
 for prefix, uri in (
     ("", NS),
     ("xsi", "http://www.w3.org/2001/XMLSchema-instance"),
@@ -80,9 +77,9 @@ def _colour(aset: ET.Element, colour: VideoColour) -> None:
     """HDR sets say so: an EssentialProperty for the transfer (a player that does not know PQ
     or HLG must skip the set), SupplementalProperty for primaries and matrix."""
     entries = [
-        ("EssentialProperty", "TransferCharacteristics", TRANSFERS.get(colour.transfer or "")),
-        ("SupplementalProperty", "ColourPrimaries", PRIMARIES.get(colour.primaries or "")),
-        ("SupplementalProperty", "MatrixCoefficients", MATRICES.get(colour.matrix or "")),
+        ("EssentialProperty", "TransferCharacteristics", code_of(colour.transfer, TRANSFERS)),
+        ("SupplementalProperty", "ColourPrimaries", code_of(colour.primaries, PRIMARIES)),
+        ("SupplementalProperty", "MatrixCoefficients", code_of(colour.matrix, MATRICES)),
     ]
     for i, (tag, name, code) in enumerate(e for e in entries if e[2] is not None):
         aset.insert(i, ET.Element(_q(tag), {"schemeIdUri": CICP + name, "value": str(code)}))

@@ -26,8 +26,9 @@ class Bitrate:
 
 
 def measure(playlist: Path) -> Bitrate:
-    """Peak and average bits per second over the segments of a media playlist (RFC 8216
-    4.3.4.2: BANDWIDTH is the peak segment bit rate), from the segment files' sizes."""
+    """Peak and average bits per second over the media segments of a playlist (RFC 8216
+    4.3.4.2: BANDWIDTH is the peak segment bit rate, AVERAGE-BANDWIDTH the average one), from
+    the segment files' sizes; the init segment is fetched once, not per segment."""
     parsed = m3u8.load(str(playlist))
     rates, total_bits, total_s = [], 0, 0.0
     for segment in parsed.segments:
@@ -35,9 +36,6 @@ def measure(playlist: Path) -> Bitrate:
         rates.append(size * 8 / segment.duration if segment.duration else 0.0)
         total_bits += size * 8
         total_s += segment.duration or 0.0
-    if parsed.segment_map:
-        init = (playlist.parent / parsed.segment_map[0].uri).stat().st_size * 8
-        total_bits += init
     return Bitrate(
         peak=math.ceil(max(rates, default=0.0)),
         average=math.ceil(total_bits / total_s) if total_s else 0,

@@ -90,6 +90,8 @@ def job_id_for(
     }
     # Audio and subtitle options, likewise only where set, with the sidecars as resolved URIs.
     audio = request.audio.model_dump(exclude_defaults=True)
+    if request.audio.languages is not None:  # a set: the order picks nothing
+        audio["languages"] = sorted(request.audio.languages)
     if request.audio.tracks:
         audio["tracks"] = [t.model_dump(exclude_defaults=True) for t in sidecars.audio]
     if audio:
