@@ -18,7 +18,14 @@ from temporalio.exceptions import ApplicationError
 from app.activities.common import ActivityBase, input_args, sha256_paths
 from app.colour import MATRICES, PRIMARIES, TRANSFERS
 from app.media import OPEN_OPTIONS
-from app.models import AudioRendition, Manifests, PackageInput, PackageResult, PublishInput
+from app.models import (
+    AudioRendition,
+    Manifests,
+    PackageInput,
+    PackageResult,
+    PublishInput,
+    SubtitleRendition,
+)
 from app.object_store import LocalStore, S3Store, Store, join, store_for
 from app.packaging.codec_strings import codec_string
 from app.packaging.dash import AudioSet, TextSet, VideoColour, rewrite
@@ -127,22 +134,39 @@ def _tag(value: object, names: dict[int, str]) -> str | None:
         return None
 
 
+def _distinct(bases: list[str]) -> list[str]:
+    """The labels, made different from each other (``en``, ``en 2``)."""
+    taken: set[str] = set()
+    labels = []
+    for base in bases:
+        label, n = base, 2
+        while label in taken:
+            label, n = f"{base} {n}", n + 1
+        taken.add(label)
+        labels.append(label)
+    return labels
+
+
 def track_labels(tracks: list[AudioRendition]) -> list[str]:
     """What players show for each audio rendition (HLS NAME, DASH Label): the title, else the
     language; the same for the stereo and 5.1 renditions of one source track, and different
-    between source tracks (``en``, ``en 2``)."""
-    by_source: dict[tuple[str | None, int], str] = {}
-    taken: set[str] = set()
+    between source tracks."""
+    first: dict[tuple[str | None, int], AudioRendition] = {}
     for track in tracks:
-        key = (track.source_uri, track.source_index)
-        if key not in by_source:
-            base = track.title or track.language
-            label, n = base, 2
-            while label in taken:
-                label, n = f"{base} {n}", n + 1
-            taken.add(label)
-            by_source[key] = label
-    return [by_source[(t.source_uri, t.source_index)] for t in tracks]
+        first.setdefault((track.source_uri, track.source_index), track)
+    names = _distinct([t.title or t.language for t in first.values()])
+    label = dict(zip(first, names, strict=True))
+    return [label[(t.source_uri, t.source_index)] for t in tracks]
+
+
+def subtitle_labels(tracks: list[SubtitleRendition]) -> list[str]:
+    """The title, else the language with what kind of track it is (``en forced``, ``en SDH``)."""
+
+    def base(track: SubtitleRendition) -> str:
+        kinds = ["forced"] * track.forced + ["SDH"] * track.hearing_impaired
+        return track.title or " ".join([track.language, *kinds])
+
+    return _distinct([base(t) for t in tracks])
 
 
 def _legacy_audio() -> AudioRendition:
@@ -233,7 +257,9 @@ class PackageActivities(ActivityBase):
         )
         subtitle_plan = input.plan.subtitles if input.plan else []
         sub_entries, text_sets, sub_playlists, sub_files = [], [], [], []
-        for track, vtt in zip(subtitle_plan, subtitles, strict=True):
+        for track, vtt, label in zip(
+            subtitle_plan, subtitles, subtitle_labels(subtitle_plan), strict=True
+        ):
             whole = f"{track.name}.vtt"
             shutil.copyfile(vtt, staging / whole)
             cues = parse_vtt((staging / whole).read_text(encoding="utf-8"))
@@ -246,7 +272,6 @@ class PackageActivities(ActivityBase):
                 segments.append((name, end - start))
             playlist = f"{track.name}.m3u8"
             (staging / playlist).write_text(subtitle_playlist(segments), encoding="utf-8")
-            label = track.title or track.name
             sub_entries.append(
                 SubtitleEntry(playlist, label, track.language, track.default, track.forced,
                               track.hearing_impaired)
