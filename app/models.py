@@ -67,7 +67,7 @@ class SidecarAudio(Strict):
 
     source: str = Field(min_length=1, max_length=4096, description="Path, file:// or s3:// URI.")
     language: Language
-    title: Title | None = None
+    title: Title | None = Field(None, description="The track's name in players.")
 
 
 class AudioOptions(Strict):
@@ -99,9 +99,9 @@ class SidecarSubtitle(Strict):
         min_length=1, max_length=4096, description="A .srt or .vtt file (path or URI)."
     )
     language: Language
-    forced: bool = False
-    hearing_impaired: bool = False
-    title: Title | None = None
+    forced: bool = Field(False, description="Shown only where the audio is in another language.")
+    hearing_impaired: bool = Field(False, description="SDH: sound described as well as speech.")
+    title: Title | None = Field(None, description="The track's name in players.")
 
 
 class RetryOptions(Strict):
@@ -154,7 +154,11 @@ class EncodeRequest(Strict):
         description="auto: HDR kept (10-bit, metadata) in HEVC/AV1, tone-mapped to BT.709 SDR "
         "in H.264; preserve: refuse a rendition that cannot keep it; tonemap: SDR everywhere.",
     )
-    audio: AudioOptions = Field(default_factory=AudioOptions)
+    audio: AudioOptions = Field(
+        default_factory=AudioOptions,
+        description="Audio tracks: every source track as AAC stereo by default; languages, "
+        "default, surround, loudness and dubs from other files.",
+    )
     subtitles: list[SidecarSubtitle] = Field(
         default_factory=list, max_length=32, description="Subtitle files to add (SRT or WebVTT)."
     )

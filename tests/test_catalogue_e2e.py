@@ -292,7 +292,9 @@ def test_bad_sidecars_are_refused_at_the_api(stack: Stack, media_dir: Path) -> N
             json={"source": source, "audio": {"tracks": [{"source": source, "language": "E"}]}},
         )
         loud = http.post("/v1/encode", json={"source": source, "audio": {"loudness_lufs": 3}})
-    for response in (outside, wrong_kind, bad_language, loud):
+        sub = {"source": str(media_dir / "fra.vtt"), "language": "fr", "title": 'Fr"\n#EXT'}
+        quoted = http.post("/v1/encode", json={"source": source, "subtitles": [sub]})
+    for response in (outside, wrong_kind, bad_language, loud, quoted):
         assert response.status_code == 422, response.text
         assert "Traceback" not in response.text
     assert "subtitles.0.source" in outside.text
