@@ -91,9 +91,11 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def api_healthy(url: str) -> bool:
+def api_ready(url: str) -> bool:
+    """The API answers and reaches Temporal: the dev server's port opens before its frontend
+    takes requests, and a submission in between would be refused (503)."""
     try:
-        return bool(httpx.get(f"{url}/healthz", timeout=1).json() == {"status": "ok"})
+        return bool(httpx.get(f"{url}/readyz", timeout=5).json() == {"status": "ready"})
     except (httpx.HTTPError, ValueError):
         return False
 
@@ -174,7 +176,7 @@ class Stack:
                 "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning",
             ],
         )  # fmt: skip
-        wait_ready(lambda: api_healthy(self.api_url), 60, api, "the API")
+        wait_ready(lambda: api_ready(self.api_url), 60, api, "the API")
 
     def check(self) -> str | None:
         """The name of a child that died, if one did."""
