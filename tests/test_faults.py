@@ -83,14 +83,16 @@ def ffmpeg_of(job_id: str) -> list[str]:
 def wait_encoding(stack: Stack, job_id: str, name: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        renditions = {r["name"]: r for r in stack.job(job_id)["renditions"]}
-        if renditions.get(name, {}).get("progress", 0) > 0:
-            return
+        rendition = {r["name"]: r for r in stack.job(job_id)["renditions"]}.get(name, {})
+        if rendition.get("status") == "encoding" and rendition.get("progress", 0) > 0:
+            return  # its ffmpeg is running now (not done: a kill must land in the encode)
         time.sleep(0.2)
     raise AssertionError(f"{name} never started encoding: {stack.job(job_id)}")
 
 
 SLOW = [{"name": "slow", "height": 360, "bitrate_kbps": 800, "preset": "slower"}]
+"""With 12 s sources encoded in one piece (chunk_seconds 0): a few seconds of encoding that a
+test can interrupt (wait_encoding sees it running, not done)."""
 TINY = [{"name": "tiny", "height": 144, "bitrate_kbps": 100, "preset": "ultrafast"}]
 
 
@@ -98,10 +100,10 @@ def test_worker_killed_mid_encode(
     own: tuple[DevServer, Stack], media_dir: Path, ffmpeg: str
 ) -> None:
     _, stack = own
-    source = make_video(media_dir / "faults-kill.mp4", width=640, height=360, seconds=6)
+    source = make_video(media_dir / "faults-kill.mp4", width=640, height=360, seconds=12)
     stack.start_api()
     stack.start_worker()
-    job_id = stack.submit(source=str(source), profiles=SLOW)["job_id"]
+    job_id = stack.submit(source=str(source), profiles=SLOW, chunk_seconds=0)["job_id"]
     wait_encoding(stack, job_id, "slow")
     stack.procs["worker"].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
@@ -115,15 +117,15 @@ def test_worker_killed_mid_encode(
     lost = time.monotonic() - killed_at
     # heartbeat timeout (10 s here) + the interrupted encode again + start-up: well under 60 s
     assert lost < 60
-    check_package(stack.data_dir / "outputs" / job_id, ffmpeg, 6.0, "30/1")
+    check_package(stack.data_dir / "outputs" / job_id, ffmpeg, 12.0, "30/1")
 
 
 def test_temporal_restarted_mid_job(own: tuple[DevServer, Stack], media_dir: Path) -> None:
     server, stack = own
-    source = make_video(media_dir / "faults-restart.mp4", width=640, height=360, seconds=6)
+    source = make_video(media_dir / "faults-restart.mp4", width=640, height=360, seconds=12)
     stack.start_api()
     stack.start_worker()
-    job_id = stack.submit(source=str(source), profiles=SLOW)["job_id"]
+    job_id = stack.submit(source=str(source), profiles=SLOW, chunk_seconds=0)["job_id"]
     wait_encoding(stack, job_id, "slow")
     server.stop()
     with stack.http() as http:
@@ -141,10 +143,10 @@ def test_temporal_restarted_mid_job(own: tuple[DevServer, Stack], media_dir: Pat
 
 def test_api_restarted_while_jobs_run(own: tuple[DevServer, Stack], media_dir: Path) -> None:
     _, stack = own
-    source = make_video(media_dir / "faults-api.mp4", width=640, height=360, seconds=4)
+    source = make_video(media_dir / "faults-api.mp4", width=640, height=360, seconds=12)
     stack.start_api()
     stack.start_worker()
-    job_id = stack.submit(source=str(source), profiles=SLOW)["job_id"]
+    job_id = stack.submit(source=str(source), profiles=SLOW, chunk_seconds=0)["job_id"]
     wait_encoding(stack, job_id, "slow")
     stack.stop("api")
     time.sleep(1)

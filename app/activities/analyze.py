@@ -9,6 +9,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from app.activities.common import INVALID_SOURCE, ActivityBase
+from app.activities.idet import IDET_TIMEOUT_S
 from app.activities.probe import InvalidSource, probe_file
 from app.ladder import PlanError, plan_renditions
 from app.models import Plan, PlanInput, ProbeInput, ProbeResult
@@ -20,7 +21,12 @@ class AnalyzeActivities(ActivityBase):
     async def probe_source(self, input: ProbeInput) -> ProbeResult:
         try:
             path = await self.local_source(input.source_uri, input.job_id)
-            return await asyncio.to_thread(probe_file, path, self.settings.ffmpeg_path)
+            # idet reads a few seconds: one that makes no progress for the heartbeat timeout
+            # (a hung ffmpeg) is given up, as every other ffmpeg run is
+            idet_timeout = min(IDET_TIMEOUT_S, self.settings.heartbeat_timeout_s)
+            return await asyncio.to_thread(
+                probe_file, path, self.settings.ffmpeg_path, idet_timeout
+            )
         except InvalidSource as err:
             raise ApplicationError(str(err), type=INVALID_SOURCE, non_retryable=True) from None
         finally:

@@ -20,7 +20,7 @@ from av.subtitles.stream import SubtitleStream
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
-from app.activities.idet import measure_field_order
+from app.activities.idet import IDET_TIMEOUT_S, measure_field_order
 from app.colour import MATRICES, PRIMARIES, TRANSFERS
 from app.media import ALLOWED_CONTAINERS, OPEN_OPTIONS
 from app.models import (
@@ -237,9 +237,11 @@ def _stream_line(stream: Stream) -> str:
     return f"{line} ({language})" if language else line
 
 
-def probe_file(path: Path, ffmpeg: str | None = None) -> ProbeResult:
+def probe_file(
+    path: Path, ffmpeg: str | None = None, idet_timeout_s: float = IDET_TIMEOUT_S
+) -> ProbeResult:
     """Open, check and describe ``path``; raise :class:`InvalidSource` with a reason if unusable.
-    ``ffmpeg`` (the configured binary) runs the idet measurement."""
+    ``ffmpeg`` (the configured binary) runs the idet measurement, given ``idet_timeout_s``."""
     try:
         container = av.open(str(path), options=OPEN_OPTIONS)
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
@@ -318,7 +320,7 @@ def probe_file(path: Path, ffmpeg: str | None = None) -> ProbeResult:
             if o.type not in ("video", "audio", "subtitle")
         ]
         facts = _video_facts(container, vstream, first, flags)
-        measured = measure_field_order(path, fmt, ffmpeg=ffmpeg)
+        measured = measure_field_order(path, fmt, ffmpeg=ffmpeg, timeout_s=idet_timeout_s)
         flagged = facts["field_order"] in ("tff", "bff") or (
             facts["field_order"] is None and flags.interlaced
         )
