@@ -13,6 +13,7 @@ from app.models import (
     EncodeJob,
     EncoderSettings,
     NotCarried,
+    PixelAspect,
     Plan,
     ProbeResult,
     Rendition,
@@ -133,6 +134,52 @@ def _fit(short_side: int, dar: Fraction, max_w: int, max_h: int) -> tuple[int, i
             return width, height, sar
     width, height = (short, nearest) if portrait else (nearest, short)
     return width, height, (dar * height / width).limit_denominator(MAX_SAR_TERM)
+
+
+MAX_ASPECT_CHANGE = Fraction(5, 1000)
+"""How far (relative) a square-pixel rendition's display aspect may move from the source's."""
+
+
+def _square_fit(short_side: int, dar: Fraction, max_w: int, max_h: int) -> tuple[int, int] | None:
+    """Even width and height with the given short side, no larger than the source, for square
+    pixels (SAR 1:1): the long side whose display aspect is within ``MAX_ASPECT_CHANGE`` of
+    ``dar``, a multiple of 4 where one is within it, else the nearest even one (1280x720 ->
+    852x480, 428x240; 720x1280 -> 480x852). None where no even long side is close enough
+    (short rungs of some aspects, e.g. 145:144 at 144p)."""
+    portrait = dar < 1
+    short = min(_even(Fraction(short_side)), _floor_even(max_w if portrait else max_h))
+    limit = _floor_even(max_h if portrait else max_w)
+    exact_long = short / dar if portrait else short * dar
+    lowest = _floor_even(int(exact_long * (1 - 2 * MAX_ASPECT_CHANGE)))
+    highest = min(limit, int(exact_long * (1 + 2 * MAX_ASPECT_CHANGE)) + 2)
+    fits = []
+    for long in range(lowest, highest + 1, 2):
+        # the display aspect is long/short (landscape) or short/long (portrait)
+        change = exact_long / long - 1 if portrait else long / exact_long - 1
+        if abs(change) <= MAX_ASPECT_CHANGE:
+            fits.append((long % 4 != 0, abs(change), long))
+    if not fits:
+        return None
+    long = min(fits)[2]
+    return (short, long) if portrait else (long, short)
+
+
+def fit_rendition(
+    short_side: int, dar: Fraction, max_w: int, max_h: int, pixel_aspect: PixelAspect
+) -> tuple[int, int, Fraction, Fraction]:
+    """Width, height, sample aspect ratio and the display aspect's relative change.
+
+    ``square`` gives SAR 1:1 within ``MAX_ASPECT_CHANGE`` of the source's display aspect; a
+    rung with no such size (only short ones: below 200 pixels the nearest even long side can
+    be more than 0.5% off) falls back to the exact fit, so no rendition is ever distorted by more
+    than 0.5%: its non-square SAR, with a change of 0, says so in the plan and manifest.
+    ``exact`` is the exact fit (``_fit``) everywhere."""
+    square = _square_fit(short_side, dar, max_w, max_h) if pixel_aspect == "square" else None
+    if square is not None:
+        width, height = square
+        return width, height, Fraction(1), Fraction(width, height) / dar - 1
+    width, height, sar = _fit(short_side, dar, max_w, max_h)
+    return width, height, sar, width * sar / height / dar - 1
 
 
 def _ratio(value: Fraction) -> str:
@@ -258,8 +305,11 @@ def plan_renditions(job: EncodeJob, probe: ProbeResult) -> Plan:
     """Fit the requested rungs to the source: never upscale, keep the display aspect ratio.
 
     A rung's height is the short side of the picture, so "720p" of a portrait source is 720 wide.
-    Dimensions are even (4:2:0), and the sample aspect ratio absorbs rounding so that every
-    rendition shows the source's exact display aspect ratio (DASH requires it per adaptation set).
+    Dimensions are even (4:2:0). By default (``pixel_aspect: square``) pixels are square, also
+    for anamorphic sources, and the long side is rounded so that the display aspect moves by at
+    most 0.5% (recorded as ``display_aspect_change``); see ``fit_rendition``. With
+    ``pixel_aspect: exact`` the sample aspect ratio absorbs rounding so that every rendition
+    shows the source's exact display aspect ratio.
     Each rendition also carries its treatment (deinterlacing, HDR or tone-mapping, colour
     tags): the plan is what the encoder reads, and what keys a chunk's output.
     """
@@ -282,7 +332,9 @@ def plan_renditions(job: EncodeJob, probe: ProbeResult) -> Plan:
                 )
             )
             continue
-        width, height, sar = _fit(profile.height, dar, video.display_width, video.display_height)
+        width, height, sar, change = fit_rendition(
+            profile.height, dar, video.display_width, video.display_height, job.pixel_aspect
+        )
         codec = profile.codec or job.codec
         spec = CODECS[codec]
         tags, video_range = colour(codec, job, video, profile.name)
@@ -307,6 +359,7 @@ def plan_renditions(job: EncodeJob, probe: ProbeResult) -> Plan:
                     **tags,
                 ),
                 video_range=video_range,
+                display_aspect_change=round(float(change), 6),
             )
         )
     if not renditions:

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -41,6 +42,7 @@ FieldOrder = Literal["progressive", "tff", "bff"]
 DeinterlaceMode = Literal["auto", "on", "off"]
 DeinterlaceRate = Literal["frame", "field"]
 HdrMode = Literal["auto", "preserve", "tonemap"]
+PixelAspect = Literal["square", "exact"]
 VideoRange = Literal["SDR", "PQ", "HLG"]
 """HLS ``VIDEO-RANGE`` of an output: its transfer function's family."""
 
@@ -109,6 +111,26 @@ class RetryOptions(Strict):
     initial_interval_s: float = Field(1.0, gt=0, le=300)
 
 
+class ThumbnailOptions(Strict):
+    """The thumbnail track: one thumbnail per interval, 5x5 to a JPEG sprite sheet."""
+
+    interval_s: float = Field(
+        2.0,
+        ge=1,
+        le=60,
+        description="Seconds between thumbnails (to the millisecond); each shows the frame "
+        "at the middle of its interval.",
+    )
+    width: int = Field(
+        160,
+        ge=64,
+        le=640,
+        multiple_of=2,
+        description="Thumbnail width in pixels (even, at most the source's display width); "
+        "the height follows the display aspect ratio, square pixels.",
+    )
+
+
 DEFAULT_CHUNK_SECONDS = 6.0
 DEFAULT_MIN_CHUNK_SECONDS = 2.0
 DEFAULT_WINDOW = 256
@@ -154,6 +176,12 @@ class EncodeRequest(Strict):
         description="auto: HDR kept (10-bit, metadata) in HEVC/AV1, tone-mapped to BT.709 SDR "
         "in H.264; preserve: refuse a rendition that cannot keep it; tonemap: SDR everywhere.",
     )
+    pixel_aspect: PixelAspect = Field(
+        "square",
+        description="square: square pixels (SAR 1:1, as HLS authoring asks and players that "
+        "ignore SAR need), the width rounded so the display aspect moves at most 0.5%; exact: "
+        "the source's exact display aspect, a non-square SAR absorbing the rounding.",
+    )
     audio: AudioOptions = Field(
         default_factory=AudioOptions,
         description="Audio tracks: every source track as AAC stereo by default; languages, "
@@ -161,6 +189,16 @@ class EncodeRequest(Strict):
     )
     subtitles: list[SidecarSubtitle] = Field(
         default_factory=list, max_length=32, description="Subtitle files to add (SRT or WebVTT)."
+    )
+    program_date_time: AwareDatetime | None = Field(
+        None,
+        description="Wall-clock time of the first frame (an archived live event): the HLS "
+        "media playlists then carry EXT-X-PROGRAM-DATE-TIME; a VOD title leaves it out.",
+    )
+    thumbnails: ThumbnailOptions | Literal[False] = Field(
+        default_factory=ThumbnailOptions,
+        description="Trick-play thumbnails (JPEG sprite sheets with a WebVTT index, an HLS "
+        "image playlist and a DASH-IF thumbnail set) and a poster.jpg; false: neither.",
     )
 
     @field_validator("profiles")
@@ -212,9 +250,14 @@ class EncodeJob(Strict):
     deinterlace: DeinterlaceMode = "auto"
     deinterlace_rate: DeinterlaceRate = "frame"
     hdr: HdrMode = "auto"
+    pixel_aspect: PixelAspect = "square"
     audio: AudioOptions = AudioOptions()
     subtitles: list[SidecarSubtitle] = []
     """Sidecar sources here are resolved URIs, checked by the API."""
+    thumbnails: ThumbnailOptions | None = Field(
+        None, description="None: no thumbnails or poster (and jobs from before them)."
+    )
+    program_date_time: AwareDatetime | None = None
 
 
 # ---------------------------------------------------------------- probe and plan
@@ -362,6 +405,13 @@ class Rendition(Strict):
     sample_aspect_ratio: str
     settings: EncoderSettings
     video_range: VideoRange = "SDR"
+    display_aspect_change: float = Field(
+        0.0,
+        description="The rendition's display aspect relative to the source's, minus 1 "
+        "(-0.0016: 0.16% narrower), from square-pixel rounding; at most 0.005 either way. "
+        "0 with a non-square sample_aspect_ratio: the exact fit (pixel_aspect exact, or no "
+        "square size within 0.5% for this rung).",
+    )
 
 
 class AudioRendition(Strict):
@@ -499,6 +549,39 @@ class SubtitleMedia(Strict):
     size_bytes: int
 
 
+class ThumbnailInput(Strict):
+    job_id: str
+    source_uri: str
+    container: str
+    scratch_uri: str
+    duration_s: float
+    video: VideoInfo
+    rendition: Rendition = Field(
+        description="The top rung: the poster's size, the deinterlacing and (HDR) the "
+        "transfer to tone-map from."
+    )
+    options: ThumbnailOptions
+
+
+class ThumbnailMedia(Strict):
+    """The thumbnail sheets and the poster in scratch (``uri`` is their folder), before
+    packaging; with the tiling they were made by (see ``app.thumbnails.TilePlan``)."""
+
+    uri: str
+    sheets: list[str] = Field(description="File names, in order: sheet-00001.jpg, ...")
+    poster: str
+    interval_s: float
+    duration_s: float = Field(description="What the thumbnails cover: the last cue ends here.")
+    tile_width: int
+    tile_height: int
+    columns: int
+    rows: int
+    count: int = Field(description="Thumbnails: ceil(duration / interval).")
+    poster_width: int
+    poster_height: int
+    poster_at_s: float = Field(description="The poster frame's time in the source.")
+
+
 class RouteInput(Strict):
     codecs: list[Codec]
     accelerator: Accelerator
@@ -627,6 +710,23 @@ class PackageInput(Strict):
     plan: Plan | None = Field(None, description="None: histories from before audio tracks.")
     audio_tracks: list[EncodedMedia] = Field(default_factory=list, description="Plan order.")
     subtitles: list[SubtitleMedia] = []
+    thumbnails: ThumbnailMedia | None = None
+    program_date_time: AwareDatetime | None = None
+
+
+class PackagedThumbnails(Strict):
+    """The thumbnail track and the poster as packaged (file names in the package)."""
+
+    vtt: str
+    hls_playlist: str
+    sheets: list[str]
+    interval_s: float
+    tile: str = Field(description="One thumbnail's size, e.g. 160x90.")
+    layout: str = Field(description="Columns x rows per sheet, e.g. 5x5.")
+    count: int
+    bandwidth: int = Field(description="Peak bits per second over the sheets.")
+    poster: str
+    poster_size: str = Field(description="e.g. 1280x720.")
 
 
 class PackageResult(Strict):
@@ -634,6 +734,9 @@ class PackageResult(Strict):
     hls_master: str
     dash_manifest: str
     video_playlists: list[str]
+    iframe_playlists: list[str] = Field(
+        default_factory=list, description="I-frame playlist per video rendition (trick play)."
+    )
     audio_playlist: str | None = Field(description="The default audio track's playlist.")
     checksums: dict[str, str] = Field(default_factory=dict, description="By representation id.")
     sizes: dict[str, int] = Field(default_factory=dict, description="Bytes by representation id.")
@@ -648,6 +751,7 @@ class PackageResult(Strict):
     bandwidth: dict[str, int] = Field(
         default_factory=dict, description="Peak segment bit rate by representation id."
     )
+    thumbnails: PackagedThumbnails | None = None
 
 
 class PublishInput(Strict):
@@ -790,6 +894,9 @@ class JobView(BaseModel):
     created_at: datetime | None
     updated_at: datetime | None
     web_ui_url: str
+    stage_seconds: dict[str, float] = Field(
+        default_factory=dict, description="Seconds each finished stage took, by stage name."
+    )
 
 
 class JobSummary(BaseModel):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mpegdash.parser import MPEGDASHParser
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
 
@@ -224,13 +226,41 @@ async def test_pipeline_outputs_play(
     for r in manifest["renditions"]:
         assert r["width"] % 2 == 0 and r["height"] % 2 == 0
         assert r["settings"]["gop_frames"] == round(eval(facts.video.frame_rate) * 1)
-        w, h = r["width"], r["height"]
-        sar_n, sar_d = map(int, r["sample_aspect_ratio"].split(":"))
-        dar_n, dar_d = map(int, dar.split(":"))
-        assert w * sar_n * dar_d == h * sar_d * dar_n, (name, r)
+        # square pixels (anamorphic sources too), the display aspect within 0.5% and recorded
+        assert r["sample_aspect_ratio"] == "1:1", (name, r)
+        change = Fraction(r["width"], r["height"]) / Fraction(dar.replace(":", "/")) - 1
+        assert abs(change) <= Fraction(5, 1000), (name, r)
+        assert r["display_aspect_change"] == round(float(change), 6), (name, r)
         if name in ("portrait", "rotated"):
-            assert h > w
+            assert r["height"] > r["width"]
     assert not (job_dir(job.scratch_uri, job.job_id) / "package").exists()
+
+
+async def test_square_pixel_rungs_of_several_aspect_ratios_share_one_dash_set(
+    settings: Settings, media_dir: Path, ffmpeg: str
+) -> None:
+    """320x180 (16:9) and 284x160 (71:40), both at SAR 1:1: ffmpeg's dash muxer refuses them
+    in one AdaptationSet, so the MPD is joined after; players switch between both."""
+    profiles = [
+        CustomProfile(name="full", height=180, bitrate_kbps=300, preset="ultrafast"),
+        CustomProfile(name="low", height=160, bitrate_kbps=200, preset="ultrafast"),
+    ]
+    job = job_for(settings, media_dir / "basic.mp4", job_id="job-square", profiles=profiles)
+    out = await run_pipeline(settings, job)
+    manifest = check_package(out, ffmpeg, 2.0, "30/1")
+    got = {
+        r["name"]: (r["width"], r["height"], r["sample_aspect_ratio"])
+        for r in manifest["renditions"]
+    }
+    assert got == {"full": (320, 180, "1:1"), "low": (284, 160, "1:1")}
+    mpd = MPEGDASHParser.parse(str(out / "manifest.mpd"))
+    sets = mpd.periods[0].adaptation_sets
+    (video,) = [s for s in sets if s.content_type == "video"]
+    assert sorted((r.id, r.width, r.height, r.sar) for r in video.representations) == [
+        ("0", 320, 180, "1:1"), ("1", 284, 160, "1:1")
+    ]  # fmt: skip
+    assert (video.max_width, video.max_height, video.par) == (320, 180, "16:9")
+    assert [s.id for s in sets] == list(range(len(sets)))
 
 
 async def test_hevc_and_av1_encode(settings: Settings, media_dir: Path, ffmpeg: str) -> None:

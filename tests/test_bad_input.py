@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from app.samples import make_video
+from app.storage import uri_to_path
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -112,6 +113,8 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("negative chunk length", {"chunk_seconds": -2}, "chunk_seconds"),
     ("chunks of a day", {"chunk_seconds": 86400}, "chunk_seconds"),
     ("minimum above the target", {"chunk_seconds": 4, "min_chunk_seconds": 5}, "min_chunk_seconds"),
+    ("unknown pixel aspect", {"pixel_aspect": "anamorphic"}, "pixel_aspect"),
+    ("pixel aspect not a string", {"pixel_aspect": 1}, "pixel_aspect"),
 ]
 
 # (case, file, words the job's error must contain)
@@ -190,6 +193,25 @@ def test_odd_but_legal_names_and_links_work(stack: Stack, bad_media: Path) -> No
         )["job_id"]
         view = stack.wait(job_id, timeout=60)
         assert view["status"] == "SUCCEEDED", (name, view)
+
+
+def test_pixel_aspect_is_accepted_and_reaches_the_outputs(stack: Stack, bad_media: Path) -> None:
+    """160 lines of 16:9: square by default (284x160, 0.16% narrower, recorded), the exact
+    fit (284x160 at SAR 640:639) when asked."""
+    rung = {"name": "small", "height": 160, "bitrate_kbps": 150, "preset": "ultrafast"}
+    got = {}
+    for pixel_aspect in (None, "exact"):
+        body = {"pixel_aspect": pixel_aspect} if pixel_aspect else {}
+        job_id = stack.submit(source=str(bad_media / "basic.mp4"), profiles=[rung], **body)[
+            "job_id"
+        ]
+        view = stack.wait(job_id, timeout=60)
+        assert view["status"] == "SUCCEEDED", (pixel_aspect, view)
+        manifest = json.loads(uri_to_path(view["manifests"]["manifest"]).read_text())
+        (r,) = manifest["renditions"]
+        got[pixel_aspect] = (r["width"], r["height"], r["sample_aspect_ratio"],
+                             r["display_aspect_change"])  # fmt: skip
+    assert got == {None: (284, 160, "1:1", -0.001563), "exact": (284, 160, "640:639", 0.0)}
 
 
 def test_cases_are_at_least_thirty() -> None:

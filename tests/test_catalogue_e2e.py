@@ -23,6 +23,7 @@ from mpegdash.parser import MPEGDASHParser
 from temporalio.testing import WorkflowEnvironment
 
 from app.storage import uri_to_path
+from tests.conformance import violations
 from tests.stack import Stack
 from tests.test_audio import decode, integrated_lufs
 from tests.test_chunked_e2e import flash_and_beep
@@ -302,6 +303,9 @@ def test_bad_sidecars_are_refused_at_the_api(stack: Stack, media_dir: Path) -> N
 
 
 def _manifest(out: Path) -> dict[str, Any]:
+    """The job's manifest.json, once its package is shown to conform (tests/conformance.py)."""
+    problems = violations(out)
+    assert not problems, "\n".join(problems)
     return dict(json.loads((out / "manifest.json").read_text()))
 
 

@@ -58,6 +58,16 @@ async def test_encode_over_http(
     assert {r["encoder"] for r in view["renditions"]} == {"libx264"}
     assert manifest["renditions"][1]["settings"]["preset"] == "veryfast"
     assert not (stack.data_dir / "scratch" / job_id).exists()
+    # Thumbnails by default, made beside the encode: an HLS image stream, a DASH-IF thumbnail
+    # set, the sheets, their WebVTT and the poster (check_package decoded them all).
+    master = (out_dir / "master.m3u8").read_text()
+    assert "#EXT-X-IMAGE-STREAM-INF:" in master and 'URI="thumbnails.m3u8"' in master
+    mpd = (out_dir / "manifest.mpd").read_text()
+    assert 'contentType="image"' in mpd and "http://dashif.org/thumbnail_tile" in mpd
+    assert manifest["poster"] == "poster.jpg"
+    assert manifest["thumbnails"]["sheets"] == ["sheet-00001.jpg"]
+    for name in ("poster.jpg", "sheet-00001.jpg", "thumbnails.vtt", "thumbnails.m3u8"):
+        assert (out_dir / name).is_file(), name
 
     # The same request again is the same job: no second workflow, no second encode.
     again = stack.submit(source=f"file://{source}", profiles=SMALL)

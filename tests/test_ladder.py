@@ -7,6 +7,8 @@ from fractions import Fraction
 import pytest
 from pydantic import ValidationError
 
+from app.api.main import create_app
+from app.api.routers.encode import job_id_for
 from app.ladder import CODECS, H264_LADDER, PRESET_NAMES, PlanError, plan_renditions
 from app.models import (
     CustomProfile,
@@ -72,6 +74,7 @@ def job(
     *,
     codec: str = "h264",
     segment_seconds: int = 4,
+    pixel_aspect: str = "square",
 ) -> EncodeJob:
     return EncodeJob(
         job_id="job-1",
@@ -81,6 +84,7 @@ def job(
         segment_seconds=segment_seconds,
         output_uri="file:///data/out/job-1",
         scratch_uri="file:///data/scratch/job-1",
+        pixel_aspect=pixel_aspect,
     )
 
 
@@ -106,24 +110,114 @@ def test_16_9_1080p_source_full_ladder() -> None:
     assert got["1080p"] == (1920, 1080)
     assert got["720p"] == (1280, 720)
     assert got["360p"] == (640, 360)
-    assert got["240p"] == (426, 240)
-    w480, h480 = got["480p"]
-    assert h480 == 480
-    assert w480 in (852, 854)
-    assert w480 % 2 == 0
-    assert abs(w480 - Fraction(480 * 16, 9)) <= 1
+    # square pixels: 853.3 and 426.7 become the nearest multiples of 4 within 0.5%
+    assert got["480p"] == (852, 480)
+    assert got["240p"] == (428, 240)
     assert result.dropped == []
 
 
 @pytest.mark.parametrize("name", ["1080p", "720p", "480p", "360p", "240p"])
-def test_16_9_1080p_source_square_pixels_where_exact(name: str) -> None:
+def test_16_9_1080p_source_square_pixels_on_every_rung(name: str) -> None:
     result = plan([name], probe(1920, 1080))
     (rendition,) = result.renditions
+    assert rendition.sample_aspect_ratio == "1:1"
+    shown = Fraction(rendition.width, rendition.height)
+    assert abs(shown / Fraction(16, 9) - 1) <= Fraction(5, 1000)
+    assert rendition.display_aspect_change == round(float(shown / Fraction(16, 9) - 1), 6)
     exact_width = Fraction(rendition.height * 16, 9)
-    if exact_width.denominator == 1 and exact_width % 2 == 0:
-        assert rendition.sample_aspect_ratio == "1:1"
-    else:
-        assert rendition.sample_aspect_ratio != "1:1"
+    if exact_width.denominator == 1 and exact_width % 4 == 0:
+        assert rendition.width == exact_width
+        assert rendition.display_aspect_change == 0
+
+
+def test_square_default_16_9_ladder() -> None:
+    """Issue 12: 854x480 with SAR 1280:1281 becomes 852x480 with square pixels, the 0.16%
+    narrower picture recorded."""
+    result = plan(["720p", "480p", "360p"], probe(1280, 720))
+    by_name = {r.name: r for r in result.renditions}
+    assert sizes(result) == {"720p": (1280, 720), "480p": (852, 480), "360p": (640, 360)}
+    assert {r.sample_aspect_ratio for r in result.renditions} == {"1:1"}
+    assert by_name["720p"].display_aspect_change == 0
+    assert by_name["360p"].display_aspect_change == 0
+    assert by_name["480p"].display_aspect_change == round(852 / 480 / (16 / 9) - 1, 6)
+    assert -0.005 <= by_name["480p"].display_aspect_change < 0
+
+
+def test_exact_pixel_aspect_keeps_the_old_non_square_fit() -> None:
+    result = plan(["720p", "480p", "360p", "240p"], probe(1280, 720), pixel_aspect="exact")
+    by_name = {r.name: r for r in result.renditions}
+    assert sizes(result) == {
+        "720p": (1280, 720), "480p": (854, 480), "360p": (640, 360), "240p": (426, 240)
+    }  # fmt: skip
+    assert by_name["480p"].sample_aspect_ratio == "1280:1281"
+    assert by_name["240p"].sample_aspect_ratio == "640:639"
+    assert by_name["720p"].sample_aspect_ratio == "1:1"
+    assert {r.display_aspect_change for r in result.renditions} == {0}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        # PAL 4:3, 720x576 at 16:15: shown 768x576
+        pytest.param(
+            probe(720, 576, sar="16:15"),
+            {"sd": (768, 576), "480p": (640, 480), "360p": (480, 360), "240p": (320, 240)},
+            id="pal-4:3",
+        ),
+        # PAL 16:9, 720x576 at 64:45: shown 1024x576
+        pytest.param(
+            probe(720, 576, sar="64:45"),
+            {"sd": (1024, 576), "480p": (852, 480), "360p": (640, 360), "240p": (428, 240)},
+            id="pal-16:9",
+        ),
+        # NTSC 4:3, 720x480 at 8:9: shown 640x480
+        pytest.param(
+            probe(720, 480, sar="8:9"),
+            {"480p": (640, 480), "360p": (480, 360), "240p": (320, 240)},
+            id="ntsc-4:3",
+        ),
+    ],
+)
+def test_anamorphic_source_gives_square_pixels_at_its_display_aspect(
+    source: ProbeResult, expected: dict[str, tuple[int, int]]
+) -> None:
+    full = CustomProfile(name="sd", height=576, bitrate_kbps=2500)  # dropped for NTSC
+    result = plan([full, "480p", "360p", "240p"], source)
+    assert sizes(result) == expected
+    dar = ratio(source.video.display_aspect_ratio)
+    for rendition in result.renditions:
+        assert rendition.sample_aspect_ratio == "1:1", rendition
+        assert abs(Fraction(rendition.width, rendition.height) / dar - 1) <= Fraction(5, 1000)
+    exact = plan(["480p"], probe(720, 576, sar="64:45"), pixel_aspect="exact").renditions[0]
+    assert (exact.width, exact.height, exact.sample_aspect_ratio) == (854, 480, "1280:1281")
+
+
+def test_portrait_source_gives_square_pixels() -> None:
+    result = plan(["720p", "480p", "360p", "240p"], probe(720, 1280))
+    assert sizes(result) == {
+        "720p": (720, 1280), "480p": (480, 852), "360p": (360, 640), "240p": (240, 428)
+    }  # fmt: skip
+    assert {r.sample_aspect_ratio for r in result.renditions} == {"1:1"}
+    for rendition in result.renditions:
+        change = Fraction(rendition.width, rendition.height) / Fraction(9, 16) - 1
+        assert abs(change) <= Fraction(5, 1000)
+        assert rendition.display_aspect_change == round(float(change), 6)
+    exact = plan(["480p"], probe(720, 1280), pixel_aspect="exact").renditions[0]
+    assert (exact.width, exact.height, exact.sample_aspect_ratio) == (480, 854, "1281:1280")
+
+
+def test_no_square_size_within_half_a_percent_falls_back_to_the_exact_fit() -> None:
+    """At 144 lines a 145:144 picture is 145 wide: 144 and 146 are both 0.69% off, so the
+    rung keeps the exact aspect with a non-square SAR (and records no change)."""
+    source = probe(1450, 1440)
+    small = CustomProfile(name="small", height=144, bitrate_kbps=200)
+    (rendition,) = plan([small], source).renditions
+    assert (rendition.width, rendition.height) == (144, 144)
+    assert rendition.sample_aspect_ratio == "145:144"
+    assert rendition.display_aspect_change == 0
+    # where a taller rung has a square size, it gets it
+    (tall,) = plan(["720p"], source).renditions
+    assert (tall.width, tall.height, tall.sample_aspect_ratio) == (724, 720, "1:1")
 
 
 def test_never_upscale_drops_larger_rungs_with_reason() -> None:
@@ -235,9 +329,9 @@ ASPECT_SOURCES = [
 
 
 @pytest.mark.parametrize("source", ASPECT_SOURCES)
-def test_every_rendition_keeps_the_exact_display_aspect_ratio(source: ProbeResult) -> None:
+def test_exact_renditions_keep_the_exact_display_aspect_ratio(source: ProbeResult) -> None:
     dar = ratio(source.video.display_aspect_ratio)
-    result = plan(ALL_PRESETS, source)
+    result = plan(ALL_PRESETS, source, pixel_aspect="exact")
     assert result.renditions
     for rendition in result.renditions:
         sar = ratio(rendition.sample_aspect_ratio)
@@ -247,8 +341,36 @@ def test_every_rendition_keeps_the_exact_display_aspect_ratio(source: ProbeResul
 
 
 @pytest.mark.parametrize("source", ASPECT_SOURCES)
-def test_every_rendition_has_even_dimensions(source: ProbeResult) -> None:
+def test_square_renditions_are_within_half_a_percent_and_recorded(source: ProbeResult) -> None:
+    """Every rung of every source is square at most 0.5% off the display aspect, the long
+    side a multiple of 4 wherever one is within the 0.5% (and the source's size)."""
+    dar = ratio(source.video.display_aspect_ratio)
+    video = source.video
+    portrait = dar < 1
     result = plan(ALL_PRESETS, source)
+    assert result.renditions
+    for rendition in result.renditions:
+        assert rendition.sample_aspect_ratio == "1:1", rendition
+        change = Fraction(rendition.width, rendition.height) / dar - 1
+        assert abs(change) <= Fraction(5, 1000), rendition
+        assert rendition.display_aspect_change == round(float(change), 6)
+        if portrait:
+            short, long = rendition.width, rendition.height
+        else:
+            short, long = rendition.height, rendition.width
+        limit = video.display_height if portrait else video.display_width
+        fours = [
+            c for c in range(4, limit + 1, 4)
+            if abs((Fraction(short, c) if portrait else Fraction(c, short)) / dar - 1)
+            <= Fraction(5, 1000)
+        ]  # fmt: skip
+        assert long % 4 == 0 or not fours, (rendition, fours)
+
+
+@pytest.mark.parametrize("pixel_aspect", ["square", "exact"])
+@pytest.mark.parametrize("source", ASPECT_SOURCES)
+def test_every_rendition_has_even_dimensions(source: ProbeResult, pixel_aspect: str) -> None:
+    result = plan(ALL_PRESETS, source, pixel_aspect=pixel_aspect)
     for rendition in result.renditions:
         assert rendition.width % 2 == 0
         assert rendition.height % 2 == 0
@@ -259,6 +381,9 @@ def test_every_rendition_has_even_dimensions(source: ProbeResult) -> None:
 def test_odd_source_gives_even_dimensions() -> None:
     result = plan(["240p"], probe(321, 241))
     (rendition,) = result.renditions
+    assert (rendition.width, rendition.height, rendition.sample_aspect_ratio) == (320, 240, "1:1")
+    assert rendition.display_aspect_change == round(320 / 240 / (321 / 241) - 1, 6)
+    (rendition,) = plan(["240p"], probe(321, 241), pixel_aspect="exact").renditions
     assert (rendition.width, rendition.height) == (320, 240)
     sar = ratio(rendition.sample_aspect_ratio)
     assert rendition.width * sar / rendition.height == Fraction(321, 241)
@@ -288,10 +413,11 @@ def test_odd_custom_height_is_rounded_even() -> None:
         ),
     ],
 )
+@pytest.mark.parametrize("pixel_aspect", ["square", "exact"])
 def test_renditions_never_exceed_the_source_display_size(
-    source: ProbeResult, profiles: list[str | CustomProfile]
+    source: ProbeResult, profiles: list[str | CustomProfile], pixel_aspect: str
 ) -> None:
-    result = plan(profiles, source)
+    result = plan(profiles, source, pixel_aspect=pixel_aspect)
     for rendition in result.renditions:
         assert rendition.width <= source.video.display_width, rendition
         assert rendition.height <= source.video.display_height, rendition
@@ -458,6 +584,30 @@ def test_default_request_profiles() -> None:
     assert request.profiles == ["720p", "480p", "360p"]
     assert request.codec == "h264"
     assert request.segment_seconds == 4
+    assert request.pixel_aspect == "square"
+
+
+def test_pixel_aspect_values() -> None:
+    assert EncodeRequest(source="/data/in.mp4", pixel_aspect="exact").pixel_aspect == "exact"
+    for bad in ("anamorphic", "Square", "", 1):
+        with pytest.raises(ValidationError, match="pixel_aspect"):
+            EncodeRequest(source="/data/in.mp4", pixel_aspect=bad)
+    # older payloads (recorded histories, queued jobs) have no such field: square
+    old = job(["720p"]).model_dump(exclude={"pixel_aspect"})
+    assert EncodeJob.model_validate(old).pixel_aspect == "square"
+    schema = create_app().openapi()["components"]["schemas"]["EncodeRequest"]
+    field = schema["properties"]["pixel_aspect"]
+    assert field["enum"] == ["square", "exact"] and field["default"] == "square"
+    assert "0.5%" in field["description"]
+
+
+def test_pixel_aspect_keys_the_job_id_only_when_set() -> None:
+    """A request that does not mention it keeps the job ID it had before the option."""
+    uri = "file:///data/in.mp4"
+    plain = job_id_for(EncodeRequest(source="/data/in.mp4"), uri, None)
+    square = job_id_for(EncodeRequest(source="/data/in.mp4", pixel_aspect="square"), uri, None)
+    exact = job_id_for(EncodeRequest(source="/data/in.mp4", pixel_aspect="exact"), uri, None)
+    assert plain == square != exact
 
 
 # ---------------------------------------------------------------- ordering

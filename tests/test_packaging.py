@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import subprocess
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
 import m3u8
 import pytest
+from pydantic import ValidationError
 
+from app.models import EncodeRequest
+from app.packaging.bmff import Fragment, Sample, SegmentIndex, TrackDefaults, TrackIndex
 from app.packaging.codec_strings import CodecStringError, aac, av1, avc, codec_string, hevc
-from app.packaging.dash import duration
+from app.packaging.dash import duration, join_video_sets
 from app.packaging.hls import (
     AudioEntry,
     AudioTrack,
@@ -19,6 +24,7 @@ from app.packaging.hls import (
     VideoVariant,
     audio_groups,
     master_playlist,
+    media_playlist,
     quotable,
     subtitle_playlist,
 )
@@ -77,6 +83,37 @@ def test_mpd_duration_is_exact_to_the_millisecond_and_never_short() -> None:
     assert duration(5.3121) == "PT5.313S"
     assert duration(6.0) == "PT6.000S"
     assert duration(3725.04) == "PT3725.040S"
+
+
+MPD_OF_FFMPEG = """<?xml version="1.0" encoding="utf-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"><Period id="0" start="PT0.0S">
+<AdaptationSet id="0" contentType="video" frameRate="25/1" maxWidth="1280" maxHeight="720"
+ par="16:9"><Representation id="0" width="1280" height="720" sar="1:1"/></AdaptationSet>
+<AdaptationSet id="1" contentType="video" frameRate="25/1" maxWidth="852" maxHeight="480"
+ par="71:40"><Representation id="1" width="852" height="480" sar="1:1"/></AdaptationSet>
+<AdaptationSet id="2" contentType="video" frameRate="25/1" maxWidth="640" maxHeight="360"
+ par="16:9"><Representation id="2" width="640" height="360" sar="1:1"/></AdaptationSet>
+<AdaptationSet id="3" contentType="audio" lang="en"><Representation id="3"/></AdaptationSet>
+</Period></MPD>"""
+
+
+def test_video_sets_of_a_family_are_joined_whatever_their_aspect_ratio(tmp_path: Path) -> None:
+    """ffmpeg writes one set per video (square pixels: 852x480 is not 16:9); the family
+    (here H.264 720p and 480p; an HEVC 360p apart) becomes one set, numbered in order."""
+    mpd = tmp_path / "manifest.mpd"
+    mpd.write_text(MPD_OF_FFMPEG)
+    join_video_sets(mpd, [["0", "1"], ["2"]])
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    sets = ET.parse(mpd).getroot().findall("d:Period/d:AdaptationSet", ns)
+    assert [(a.get("id"), a.get("contentType")) for a in sets] == [
+        ("0", "video"), ("1", "video"), ("2", "audio")
+    ]  # fmt: skip
+    reps = [[r.get("id") for r in a.findall("d:Representation", ns)] for a in sets]
+    assert reps == [["0", "1"], ["2"], ["3"]]
+    first = sets[0].attrib
+    assert (first["maxWidth"], first["maxHeight"], first["par"], first["frameRate"]) == (
+        "1280", "720", "16:9", "25/1"
+    )  # fmt: skip
 
 
 VIDEO = VideoVariant("media_0.m3u8", Bitrate(2_000_000, 1_500_000), "avc1.64001f", 1280, 720,
@@ -161,3 +198,23 @@ def test_text_from_files_or_requests_cannot_break_out_of_an_attribute() -> None:
     text = master_playlist([VIDEO], [entry], [])
     assert not any(line.startswith("http://evil") for line in text.splitlines())
     assert [p.uri for p in m3u8.loads(text).playlists] == ["media_0.m3u8"]
+
+
+def test_program_date_time_only_when_asked() -> None:
+    """A VOD title's playlists carry no wall-clock time; an archived event's first segment
+    does (RFC 8216 4.3.2.6), and a time without a zone is refused at the API."""
+    sample = Sample(decode_time=0, duration=1000, offset=0, size=10, sync=True)
+    track = TrackIndex(
+        TrackDefaults(timescale=1000),
+        [SegmentIndex(f"s{n}.m4s", 10, n * 1000, n * 1000 + 1000, [Fragment(0, [sample])])
+         for n in range(3)],
+    )  # fmt: skip
+    assert "PROGRAM-DATE-TIME" not in media_playlist(track, "init.m4s")
+    start = datetime(2026, 12, 1, 20, 0, tzinfo=UTC)
+    text = media_playlist(track, "init.m4s", start)
+    assert text.count("#EXT-X-PROGRAM-DATE-TIME:2026-12-01T20:00:00") == 1
+    assert m3u8.loads(text).segments[0].current_program_date_time == start
+    with pytest.raises(ValidationError, match="timezone"):
+        EncodeRequest.model_validate(
+            {"source": "a.mp4", "program_date_time": "2026-12-01T20:00:00"}
+        )

@@ -4,6 +4,7 @@ real encodes of tiny generated media measured with ffmpeg (idet, showinfo, psnr)
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 from fractions import Fraction
 from itertools import pairwise
@@ -43,6 +44,7 @@ from app.models import (
     SplitInput,
     VideoInfo,
 )
+from app.samples import make_video
 from app.settings import Settings
 from app.storage import path_to_uri, uri_to_path
 
@@ -757,3 +759,55 @@ def test_chunk_output_keys_follow_the_treatment() -> None:
     d = plan_renditions(job(codec="hevc"), source(**HDR10)).renditions[0]
     keys = {chunk_output_uri("file:///s", "j", r, 0) for r in (a, b, c, d)}
     assert len(keys) == 4
+
+
+# ---------------------------------------------------------------- square pixels
+
+
+def read_sar(ffmpeg: str, path: Path) -> tuple[Fraction, Fraction, tuple[int, int]]:
+    """The SAR as the H.264 bitstream says it (the SPS, read from a raw Annex B copy), as the
+    mp4 ``pasp`` box says it, and the coded size."""
+    raw = path.with_suffix(".h264")
+    run(ffmpeg, "-v", "error", "-y", "-i", str(path), "-c", "copy",
+        "-bsf:v", "h264_mp4toannexb", "-f", "h264", str(raw))  # fmt: skip
+    with av.open(str(raw), format="h264") as container:
+        ctx = container.streams.video[0].codec_context
+        bitstream, size = Fraction(ctx.sample_aspect_ratio or 0), (ctx.width, ctx.height)
+    data = path.read_bytes()
+    at = data.index(b"pasp")
+    h_spacing, v_spacing = struct.unpack(">II", data[at + 4 : at + 12])
+    return bitstream, Fraction(h_spacing, v_spacing), size
+
+
+async def test_an_anamorphic_source_is_encoded_with_square_pixels(
+    settings: Settings, media: Path, ffmpeg: str
+) -> None:
+    """PAL 16:9 (360x288 at SAR 64:45, shown 512x288): the 240 rung comes out 428x240 at SAR
+    1:1 in the bitstream and the pasp box; ``pixel_aspect: exact`` gives 426x240 at 640:639."""
+    path = make_video(media / "anamorphic-16x9.mp4", width=360, height=288, seconds=1,
+                      sar="64:45", audio_channels=None, ffmpeg=ffmpeg)  # fmt: skip
+    probe = await probe_of(settings, path)
+    assert (probe.video.sample_aspect_ratio, probe.video.display_aspect_ratio) == ("64:45", "16:9")
+    rung = CustomProfile(name="sd", height=240, bitrate_kbps=400, preset="ultrafast")
+    for pixel_aspect, size, sar, change in [
+        ("square", (428, 240), "1:1", 0.003125),  # 428/240 is 0.3125% wider than 16:9
+        ("exact", (426, 240), "640:639", 0.0),
+    ]:
+        job = job_for(settings, path, [rung], job_id=f"sar-{pixel_aspect}",
+                      pixel_aspect=pixel_aspect)  # fmt: skip
+        (r,) = (await plan_of(settings, job, probe)).renditions
+        assert ((r.width, r.height), r.sample_aspect_ratio) == (size, sar)
+        assert r.display_aspect_change == change
+        out = await encode_whole(settings, job, probe, r)
+        written = Fraction(sar.replace(":", "/"))
+        assert read_sar(ffmpeg, out) == (written, written, size), pixel_aspect
+
+
+def test_chunk_output_keys_ignore_the_recorded_aspect_change() -> None:
+    """The change is a record, not a setting: a rendition planned before the field existed
+    (parsed with its default) keys its chunks as it did then."""
+    r = plan_renditions(job(["480p"]), source(1280, 720)).renditions[0]
+    assert r.display_aspect_change != 0
+    old = Rendition.model_validate(r.model_dump(exclude={"display_aspect_change"}))
+    assert old.display_aspect_change == 0
+    assert chunk_output_uri("file:///s", "j", r, 0) == chunk_output_uri("file:///s", "j", old, 0)

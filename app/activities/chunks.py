@@ -58,8 +58,13 @@ def chunk_uri(scratch_uri: str, job_id: str, index: int) -> str:
 
 
 def chunk_output_uri(scratch_uri: str, job_id: str, rendition: Rendition, index: int) -> str:
-    """Keyed by the rendition's exact settings: a chunk encoded otherwise is not reused."""
-    key = hashlib.sha256(rendition.model_dump_json().encode()).hexdigest()[:10]
+    """Keyed by the rendition's exact settings: a chunk encoded otherwise is not reused.
+
+    ``display_aspect_change`` is a record, not a setting (the size and SAR are): left out, so
+    keys of renditions planned before it existed stay what they were across a deploy."""
+    key = hashlib.sha256(
+        rendition.model_dump_json(exclude={"display_aspect_change"}).encode()
+    ).hexdigest()[:10]
     return join(scratch_uri, job_id, "video", rendition.name, f"{index:05d}-{key}.mp4")
 
 

@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from app.activities.common import ActivityBase, input_args, sha256_paths
+from app.activities.thumbnails import package_thumbnails
 from app.colour import MATRICES, PRIMARIES, TRANSFERS
 from app.media import OPEN_OPTIONS
 from app.models import (
@@ -25,18 +26,24 @@ from app.models import (
     PackageResult,
     PublishInput,
     SubtitleRendition,
+    ThumbnailMedia,
 )
 from app.object_store import LocalStore, S3Store, Store, join, store_for
+from app.packaging.bmff import BoxError, TrackIndex, index_track
 from app.packaging.codec_strings import codec_string
-from app.packaging.dash import AudioSet, TextSet, VideoColour, rewrite
+from app.packaging.dash import AudioSet, TextSet, VideoColour, join_video_sets, rewrite
 from app.packaging.hls import (
     AudioTrack,
     SubtitleEntry,
     VideoVariant,
     audio_groups,
+    iframe_bitrate,
+    iframe_playlist,
+    iframes,
     master_playlist,
-    measure,
+    media_playlist,
     subtitle_playlist,
+    track_bitrate,
 )
 from app.storage import publish_dir, uri_to_path
 from app.subtitles import parse_vtt, segment_bounds, segment_vtt
@@ -53,12 +60,13 @@ def package_args(
     segment_seconds: int,
     video_sets: list[list[int]],
 ) -> list[str]:
-    """One ffmpeg dash muxer run, stream copy: fMP4 segments plus an MPD and, from the same
-    segments, HLS media playlists (``-hls_playlist``; the master is the project's own).
+    """One ffmpeg dash muxer run, stream copy: fMP4 segments plus an MPD (corrected after);
+    the HLS playlists are the project's own, written from the segments.
 
-    Output stream ``i`` is representation ``i``: the videos, then the audio tracks. Videos of
-    one codec family and range share an adaptation set (``video_sets``, by video index); each
-    audio track is its own set, so each language gets its ``lang`` and ``Role``."""
+    Output stream ``i`` is representation ``i``: the videos, then the audio tracks. Videos
+    share an adaptation set as ``video_sets`` says (by video index; ``package`` gives each its
+    own and joins a codec family's in the MPD after, see ``join_video_sets``); each audio
+    track is its own set, so each language gets its ``lang`` and ``Role``."""
     args: list[str] = []
     for path in [*videos, *audio]:
         args += input_args(path, "mov")
@@ -72,7 +80,6 @@ def package_args(
         "-c", "copy", "-f", "dash",
         "-seg_duration", str(segment_seconds),
         "-use_template", "1", "-use_timeline", "1",
-        "-hls_playlist", "1", "-hls_master_name", HLS_MASTER,
         "-adaptation_sets", " ".join(sets),
         "-init_seg_name", "init-$RepresentationID$.m4s",
         "-media_seg_name", "chunk-$RepresentationID$-$Number%05d$.m4s",
@@ -83,6 +90,28 @@ def package_args(
 
 def _representation_files(staging: Path, rep_id: int) -> list[Path]:
     return [staging / f"init-{rep_id}.m4s", *sorted(staging.glob(f"chunk-{rep_id}-*.m4s"))]
+
+
+def _index(staging: Path, rep_id: int, name: str) -> TrackIndex:
+    """A representation's segments indexed; a video segment that does not open on a keyframe
+    would make players fail at every switch and seek, so it fails the package."""
+    init, *segments = _representation_files(staging, rep_id)
+    try:
+        track = index_track(init, segments)
+    except (BoxError, OSError) as err:
+        raise ApplicationError(
+            f"cannot index the segments of {name}: {err}",
+            type="PackagingError",
+            non_retryable=True,
+        ) from None
+    off_grid = [s.uri for s in track.segments if not s.first_sync]
+    if off_grid:
+        raise ApplicationError(
+            f"{name}: segments {', '.join(off_grid)} do not start with a keyframe",
+            type="PackagingError",
+            non_retryable=True,
+        )
+    return track
 
 
 @dataclass(frozen=True)
@@ -174,6 +203,18 @@ def _legacy_audio() -> AudioRendition:
     return AudioRendition(name="audio", default=True)
 
 
+def _thumbnail_entry(package: PackageResult) -> dict[str, object] | None:
+    """manifest.json's thumbnail track: its files, tiling and the sheets' checksum."""
+    if package.thumbnails is None:
+        return None
+    return {
+        **package.thumbnails.model_dump(exclude={"poster"}),
+        "dash_representation_id": "thumbnails",
+        "checksum": package.checksums.get("thumbnails"),
+        "size_bytes": package.sizes.get("thumbnails"),
+    }
+
+
 class PackageActivities(ActivityBase):
     @activity.defn(name="package")
     async def package(self, input: PackageInput) -> PackageResult:
@@ -197,15 +238,21 @@ class PackageActivities(ActivityBase):
         families: dict[tuple[str, str], list[int]] = {}
         for i, fact in enumerate(facts):
             families.setdefault(fact.family, []).append(i)
+        # ffmpeg gets a set per video (it refuses one set of several picture aspect ratios,
+        # as square-pixel ladders have); each family's set is joined again in its MPD
+        alone = [[i] for i in range(len(videos))]
         await self.ffmpeg(
-            package_args(videos, audio, staging, input.segment_seconds, list(families.values())),
+            package_args(videos, audio, staging, input.segment_seconds, alone),
             total_s=max(v.duration_s for v in input.videos),
             label="package",
         )
-        durations = [m.duration_s for m in [*input.videos, *audio_media]]
+        families_by_id = [[str(i) for i in family] for family in families.values()]
+        await asyncio.to_thread(join_video_sets, staging / DASH_MANIFEST, families_by_id)
         result = await asyncio.to_thread(
-            self._manifests, staging, input, facts, audio_plan, subtitles, max(durations)
+            self._manifests, staging, input, facts, audio_plan, subtitles
         )
+        if input.thumbnails is not None:
+            result = await self._thumbnails(staging, input.thumbnails, input.job_id, result)
         if not local:
             await asyncio.to_thread(store.delete_prefix, staging_uri)
             await asyncio.to_thread(store.upload_tree, staging, staging_uri)
@@ -219,26 +266,40 @@ class PackageActivities(ActivityBase):
         facts: list[VideoFacts],
         audio_plan: list[AudioRendition],
         subtitles: list[Path],
-        duration_s: float,
     ) -> PackageResult:
-        """Codec strings and bit rates measured from the segments, subtitles segmented, then
-        the HLS master written and ffmpeg's MPD corrected."""
+        """The segments indexed, codec strings and bit rates measured from them, subtitles
+        segmented, then every HLS playlist written and ffmpeg's MPD corrected."""
         n_video = len(facts)
         playlists = [f"media_{i}.m3u8" for i in range(n_video + len(audio_plan))]
+        names = [m.name for m in input.videos] + [t.name for t in audio_plan]
+        tracks = [_index(staging, i, names[i]) for i in range(len(playlists))]
+        # The title lasts as long as its longest stream (the MPD's duration, the subtitles').
+        duration_s = max(t.seconds(t.segments[-1].end) for t in tracks)
+        for i, (name, index) in enumerate(zip(playlists, tracks, strict=True)):
+            text = media_playlist(index, f"init-{i}.m4s", input.program_date_time)
+            (staging / name).write_text(text, encoding="utf-8")
         codecs = {str(i): codec_string(staging / f"init-{i}.m4s") for i in range(len(playlists))}
-        rates = [measure(staging / name) for name in playlists]
-        variants = [
-            VideoVariant(
-                uri=playlists[i],
-                bitrate=rates[i],
-                codecs=codecs[str(i)],
-                width=fact.width,
-                height=fact.height,
-                frame_rate=fact.frame_rate,
-                video_range=fact.video_range,
+        rates = [track_bitrate(index) for index in tracks]
+        variants = []
+        for i, fact in enumerate(facts):
+            frames = iframes(tracks[i])
+            iframe_uri = f"iframe_{i}.m3u8"
+            (staging / iframe_uri).write_text(
+                iframe_playlist(frames, f"init-{i}.m4s"), encoding="utf-8"
             )
-            for i, fact in enumerate(facts)
-        ]
+            variants.append(
+                VideoVariant(
+                    uri=playlists[i],
+                    bitrate=rates[i],
+                    codecs=codecs[str(i)],
+                    width=fact.width,
+                    height=fact.height,
+                    frame_rate=fact.frame_rate,
+                    video_range=fact.video_range,
+                    iframe_uri=iframe_uri,
+                    iframe_bitrate=iframe_bitrate(frames),
+                )
+            )
         labels = track_labels(audio_plan)
         audio_entries = audio_groups(
             [
@@ -290,6 +351,7 @@ class PackageActivities(ActivityBase):
             staging / DASH_MANIFEST,
             duration_s=duration_s,
             codecs=codecs,
+            bandwidth={str(i): r.peak for i, r in enumerate(rates)},
             hdr={str(i): f.colour for i, f in enumerate(facts) if f.video_range != "SDR"},
             audio=[
                 AudioSet(str(n_video + i), labels[i], track.language, track.default)
@@ -311,6 +373,7 @@ class PackageActivities(ActivityBase):
             hls_master=HLS_MASTER,
             dash_manifest=DASH_MANIFEST,
             video_playlists=playlists[:n_video],
+            iframe_playlists=[v.iframe_uri for v in variants if v.iframe_uri],
             audio_playlist=default_audio,
             audio_playlists=playlists[n_video:],
             subtitle_playlists=sub_playlists,
@@ -320,6 +383,15 @@ class PackageActivities(ActivityBase):
             codecs=codecs,
             bandwidth={str(i): r.peak for i, r in enumerate(rates)},
         )
+
+    async def _thumbnails(
+        self, staging: Path, media: ThumbnailMedia, job_id: str, result: PackageResult
+    ) -> PackageResult:
+        """The thumbnail track and the poster added to the written package (see
+        :func:`package_thumbnails`)."""
+        sheets = [await self.fetch(join(media.uri, name), job_id) for name in media.sheets]
+        poster = await self.fetch(join(media.uri, media.poster), job_id)
+        return await asyncio.to_thread(package_thumbnails, staging, media, sheets, poster, result)
 
     @activity.defn(name="publish_manifest")
     async def publish_manifest(self, input: PublishInput) -> Manifests:
@@ -396,6 +468,7 @@ class PackageActivities(ActivityBase):
                     "width": rendition.width,
                     "height": rendition.height,
                     "sample_aspect_ratio": rendition.sample_aspect_ratio,
+                    "display_aspect_change": rendition.display_aspect_change,
                     "bitrate_kbps": round(size * 8 / media.duration_s / 1000)
                     if media.duration_s
                     else 0,
@@ -403,6 +476,9 @@ class PackageActivities(ActivityBase):
                     "frame_count": media.frames,
                     "checksum": package.checksums.get(str(rep_id), media.checksum),
                     "hls_playlist": package.video_playlists[rep_id],
+                    "hls_iframe_playlist": package.iframe_playlists[rep_id]
+                    if package.iframe_playlists
+                    else None,
                     "dash_representation_id": str(rep_id),
                 }
             )
@@ -463,6 +539,8 @@ class PackageActivities(ActivityBase):
             "audio": default,
             "audio_tracks": tracks,
             "subtitles": subtitles,
+            "thumbnails": _thumbnail_entry(package),
+            "poster": package.thumbnails.poster if package.thumbnails else None,
             "dropped": [d.model_dump() for d in input.plan.dropped],
             "not_carried": [n.model_dump() for n in input.plan.not_carried],
             "manifests": {"hls": package.hls_master, "dash": package.dash_manifest},

@@ -15,6 +15,7 @@ from app.activities.lifecycle import LifecycleActivities
 from app.activities.package import PackageActivities
 from app.activities.routing import RoutingActivities
 from app.activities.subtitles import SubtitleActivities
+from app.activities.thumbnails import ThumbnailActivities
 from app.queues import mode_of
 from app.resources import threads_per_job
 from app.settings import Settings
@@ -38,6 +39,7 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         chunks.encode_chunk,
         chunks.assemble,
         SubtitleActivities(settings).prepare,
+        ThumbnailActivities(settings).generate,
         package.package,
         package.publish_manifest,
         lifecycle.cleanup,

@@ -102,11 +102,13 @@ def rewrite(
     *,
     duration_s: float,
     codecs: dict[str, str],
+    bandwidth: dict[str, int],
     hdr: dict[str, VideoColour],
     audio: list[AudioSet],
     text: list[TextSet],
 ) -> None:
-    """Correct ffmpeg's MPD in place. ``codecs`` and ``hdr`` are by Representation id."""
+    """Correct ffmpeg's MPD in place. ``codecs``, ``bandwidth`` (the measured peak, where
+    ffmpeg writes the encoder's nominal rate) and ``hdr`` are by Representation id."""
     tree = ET.parse(mpd_path)  # noqa: S314 - written by our own ffmpeg run, not user input
     root = tree.getroot()
     root.set("mediaPresentationDuration", duration(duration_s))
@@ -122,6 +124,8 @@ def rewrite(
             rep_id = rep.get("id", "")
             if rep_id in codecs:
                 rep.set("codecs", codecs[rep_id])
+            if rep_id in bandwidth:
+                rep.set("bandwidth", str(bandwidth[rep_id]))
         if aset.get("contentType") == "video":
             aset.attrib.pop("lang", None)  # a picture has no language ("und" is noise)
             colour = next((hdr[r.get("id", "")] for r in reps if r.get("id") in hdr), None)
@@ -164,4 +168,42 @@ def rewrite(
         base = ET.SubElement(rep, _q("BaseURL"))
         base.text = sub.uri
     ET.indent(tree, space="\t")
+    tree.write(mpd_path, encoding="utf-8", xml_declaration=True)
+
+
+def join_video_sets(mpd_path: Path, families: list[list[str]]) -> None:
+    """One AdaptationSet per family of video Representations (ids), since players switch
+    within a set. ffmpeg's dash muxer is given one set per video: it refuses a set whose
+    pictures differ in aspect ratio, as square pixels do (1280x720 is 16:9, 852x480 71:40).
+    The joined set keeps its first set's attributes (``par`` is the first, largest
+    rendition's), ``maxWidth``/``maxHeight`` over all of them; sets are numbered anew."""
+    tree = ET.parse(mpd_path)  # noqa: S314 - written by our own ffmpeg run, not user input
+    period = tree.getroot().find(_q("Period"))
+    assert period is not None, "ffmpeg wrote an MPD without a Period"
+    owner = {
+        rep.get("id", ""): (aset, rep)
+        for aset in period.findall(_q("AdaptationSet"))
+        for rep in aset.findall(_q("Representation"))
+    }
+    for family in families:
+        members = [owner[rep_id] for rep_id in family if rep_id in owner]
+        if not members:
+            continue
+        target = members[0][0]
+        rates = {aset.get("frameRate") for aset, _ in members}
+        for aset, rep in members[1:]:
+            if aset is not target:
+                if len(rates) > 1 and aset.get("frameRate"):  # the rate moves to each rendition
+                    rep.set("frameRate", aset.get("frameRate", ""))
+                aset.remove(rep)
+                target.append(rep)
+                if aset.find(_q("Representation")) is None:
+                    period.remove(aset)
+        if len(rates) > 1 and target.get("frameRate"):
+            members[0][1].set("frameRate", target.attrib.pop("frameRate"))
+        for side in ("Width", "Height"):
+            sizes = [int(rep.get(side.lower(), "0")) for _, rep in members]
+            target.set(f"max{side}", str(max(sizes)))
+    for n, aset in enumerate(period.findall(_q("AdaptationSet"))):
+        aset.set("id", str(n))
     tree.write(mpd_path, encoding="utf-8", xml_declaration=True)

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from app.activities.package import PackageActivities
     from app.activities.routing import RoutingActivities
     from app.activities.subtitles import SubtitleActivities
+    from app.activities.thumbnails import ThumbnailActivities
     from app.chunking import chunk_progress, output_frames, ranges, window_share
     from app.models import (
         AssembleInput,
@@ -57,6 +58,8 @@ with workflow.unsafe.imports_passed_through():
         SubtitleInput,
         SubtitleMedia,
         SubtitleRendition,
+        ThumbnailInput,
+        ThumbnailMedia,
         WorkflowState,
     )
     from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
@@ -72,14 +75,17 @@ VISIBILITY_PATCH = "visibility"
 """Histories recorded before the CosmosStatus search attribute replay without its upserts."""
 CHUNK_PATCH = "chunked"
 """Histories recorded before chunked encoding replay with one activity per rendition."""
+THUMBNAIL_PATCH = "thumbnails"
+"""Histories recorded before thumbnails replay without the thumbnail activity."""
 
 
 @dataclass
 class Tracks:
-    """What is encoded beside the video: the audio tracks and the subtitles."""
+    """What is encoded beside the video: the audio tracks, the subtitles, the thumbnails."""
 
     audio: list[EncodedMedia] = field(default_factory=list)
     subtitles: list[SubtitleMedia] = field(default_factory=list)
+    thumbnails: ThumbnailMedia | None = None
     legacy_audio: EncodedMedia | None = None
     """The one track of a plan from before audio tracks (recorded histories)."""
 
@@ -175,6 +181,8 @@ class EncodeWorkflow:
                         plan=plan if plan.audio is not None else None,
                         audio_tracks=tracks.audio,
                         subtitles=tracks.subtitles,
+                        thumbnails=tracks.thumbnails,
+                        program_date_time=job.program_date_time,
                     ),
                     timeout=LONG,
                     heartbeat=True,
@@ -234,17 +242,42 @@ class EncodeWorkflow:
         return [v for v in results[:-1] if v is not None], results[-1]
 
     async def _tracks(self, job: EncodeJob, probe: ProbeResult, plan: Plan) -> Tracks:
-        """Audio and subtitles, beside the video. Plans from before audio tracks (recorded
-        histories) have ``audio`` None: their one AAC track is encoded as it was then."""
+        """Audio, subtitles and thumbnails, beside the video. Plans from before audio tracks
+        (recorded histories) have ``audio`` None: their one AAC track is encoded as it was
+        then. A thumbnail failure fails the job like any other output's: whole or nothing."""
         if plan.audio is None:
             return Tracks(legacy_audio=await self._encode_audio(job, probe, None))
         audio = [self._encode_audio(job, probe, track) for track in plan.audio]
         texts = [self._prepare_subtitles(job, probe, track) for track in plan.subtitles]
-        results = await _all_or_none([*audio, *texts])
+        images: list[Coroutine[Any, Any, Any]] = []
+        if job.thumbnails is not None and workflow.patched(THUMBNAIL_PATCH):
+            images.append(self._thumbnails(job, probe, plan))
+        results = await _all_or_none([*audio, *texts, *images])
         return Tracks(
             audio=[r for r in results[: len(audio)] if isinstance(r, EncodedMedia)],
             subtitles=[r for r in results[len(audio) :] if isinstance(r, SubtitleMedia)],
+            thumbnails=next((r for r in results if isinstance(r, ThumbnailMedia)), None),
         )
+
+    async def _thumbnails(self, job: EncodeJob, probe: ProbeResult, plan: Plan) -> ThumbnailMedia:
+        """Sprite sheets and the poster, from the whole source, once per job."""
+        assert job.thumbnails is not None
+        media: ThumbnailMedia = await self._call(
+            ThumbnailActivities.generate,
+            ThumbnailInput(
+                job_id=job.job_id,
+                source_uri=job.source_uri,
+                container=probe.container,
+                scratch_uri=job.scratch_uri,
+                duration_s=probe.duration_s,
+                video=probe.video,
+                rendition=plan.renditions[0],
+                options=job.thumbnails,
+            ),
+            timeout=LONG,
+            heartbeat=True,
+        )
+        return media
 
     async def _encode_audio(
         self, job: EncodeJob, probe: ProbeResult, track: AudioRendition | None

@@ -26,6 +26,7 @@ from app.models import (
     SidecarAudio,
     SidecarSubtitle,
     SubmitResponse,
+    ThumbnailOptions,
 )
 from app.queues import WORKFLOW_QUEUE
 from app.search import registered, start_attributes
@@ -85,7 +86,14 @@ def job_id_for(
     defaults = EncodeRequest.model_fields
     optional = {
         name: getattr(request, name)
-        for name in ("chunk_seconds", "min_chunk_seconds", "deinterlace", "deinterlace_rate", "hdr")
+        for name in (
+            "chunk_seconds",
+            "min_chunk_seconds",
+            "deinterlace",
+            "deinterlace_rate",
+            "hdr",
+            "pixel_aspect",
+        )
         if getattr(request, name) != defaults[name].default
     }
     # Audio and subtitle options, likewise only where set, with the sidecars as resolved URIs.
@@ -98,6 +106,10 @@ def job_id_for(
         optional["audio"] = audio
     if sidecars.subtitles:
         optional["subtitles"] = [s.model_dump(exclude_defaults=True) for s in sidecars.subtitles]
+    if request.program_date_time is not None:
+        optional["program_date_time"] = request.program_date_time.isoformat()
+    if request.thumbnails != ThumbnailOptions():  # off, or other than the default tiling
+        optional["thumbnails"] = request.thumbnails and request.thumbnails.model_dump()
     canonical = json.dumps(
         {
             "source": source_uri,
@@ -178,8 +190,11 @@ async def submit(
         deinterlace=body.deinterlace,
         deinterlace_rate=body.deinterlace_rate,
         hdr=body.hdr,
+        pixel_aspect=body.pixel_aspect,
         audio=body.audio.model_copy(update={"tracks": sidecars.audio}),
         subtitles=sidecars.subtitles,
+        thumbnails=body.thumbnails or None,
+        program_date_time=body.program_date_time,
     )
     search_attributes = start_attributes(
         await registered.names(client, settings.namespace),
