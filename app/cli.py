@@ -130,6 +130,7 @@ def dev(
         stack.start()
         typer.echo(f"API      {stack.api_url}  (docs: {stack.api_url}/docs)")
         typer.echo(f"Web UI   http://localhost:{ui_port}")
+        typer.echo(f"Jobs     {stack.api_url}/jobs  (each job's page plays its outputs)")
         typer.echo(f"logs     {stack.data_dir / 'logs'}")
         if not no_sample:
             sample = stack.data_dir / "samples" / "sample.mp4"
@@ -146,6 +147,7 @@ def dev(
                 f"sample job {job['job_id']}" + (" (already known)" if job["deduplicated"] else "")
             )
             _print_outcome(_follow(stack.api_url, job["job_id"]))
+            typer.echo(f"  Job page: {stack.api_url}/jobs/{job['job_id']}")
         typer.echo("serving; Ctrl-C stops everything")
         while not stopping:
             died = stack.check()

@@ -24,6 +24,7 @@ MIB = 1024 * 1024
 class Store(Protocol):
     def exists(self, uri: str) -> bool: ...
     def size(self, uri: str) -> int: ...
+    def read_bytes(self, uri: str, limit: int) -> bytes: ...
     def download(self, uri: str, dest: Path) -> None: ...
     def upload(self, src: Path, uri: str) -> None: ...
     def upload_tree(self, src: Path, prefix: str, last: Sequence[str] = ()) -> None: ...
@@ -47,6 +48,14 @@ class LocalStore:
 
     def size(self, uri: str) -> int:
         return uri_to_path(uri).stat().st_size
+
+    def read_bytes(self, uri: str, limit: int) -> bytes:
+        """A small object whole; ValueError past ``limit`` bytes."""
+        with uri_to_path(uri).open("rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(f"{uri} is over {limit} bytes")
+        return data
 
     def download(self, uri: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +109,29 @@ class S3Store:
             if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 raise FileNotFoundError(uri) from None
             raise
+
+    def read_bytes(self, uri: str, limit: int) -> bytes:
+        """A small object whole (a playlist): FileNotFoundError where there is none,
+        ValueError past ``limit`` bytes."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = self._split(uri)
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(uri) from None
+            raise
+        body = response["Body"]
+        try:
+            if int(response.get("ContentLength", 0)) > limit:
+                raise ValueError(f"{uri} is over {limit} bytes")
+            data: bytes = body.read(limit + 1)
+        finally:
+            body.close()
+        if len(data) > limit:
+            raise ValueError(f"{uri} is over {limit} bytes")
+        return data
 
     def download(self, uri: str, dest: Path) -> None:
         bucket, key = self._split(uri)

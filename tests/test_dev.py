@@ -61,6 +61,8 @@ def test_dev_runs_the_sample_and_stops_cleanly(tmp_path: Path) -> None:
     assert "SUCCEEDED" in text, text
     assert "HLS:" in text and "master.m3u8" in text
     assert f"http://localhost:{ports['ui-port']}/namespaces/default/workflows/enc-" in text
+    api = f"http://127.0.0.1:{ports['api-port']}"
+    assert f"Jobs     {api}/jobs" in text and f"Job page: {api}/jobs/enc-" in text
     outputs = list((data_dir / "outputs").glob("enc-*/master.m3u8"))
     assert len(outputs) == 1
     assert (data_dir / "temporal.db").exists()

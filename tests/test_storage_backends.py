@@ -171,3 +171,49 @@ def test_s3_sources_are_refused_outside_allowed_buckets(s3_stack: tuple[Stack, o
         missing = http.post("/v1/encode", json={"source": f"s3://{BUCKET}/sources/none.mp4"})
     assert other.status_code == 422 and "not an allowed source" in other.text
     assert missing.status_code == 422 and "does not exist" in missing.text
+
+
+@pytest.mark.browser
+def test_job_page_plays_s3_outputs_through_presigned_urls(
+    s3_stack: tuple[Stack, object], media_dir: Path
+) -> None:
+    """The job page's files route on S3: manifests and playlists read through the API (their
+    relative URIs resolve there), every other file a 307 to a presigned URL; and a real player
+    plays the job's HLS and DASH that way to the end."""
+    stack, client = s3_stack
+    backend = Backend("s3", stack, client)
+    job_id = stack.submit(source=backend.source(media_dir / "basic.mp4"), profiles=PROFILES)[
+        "job_id"
+    ]
+    view = stack.wait(job_id, timeout=120)
+    assert view["status"] == "SUCCEEDED", view
+    endpoint = stack.extra_env["COSMOS_S3_ENDPOINT_URL"]
+    base = f"/jobs/{job_id}/files"
+    with stack.http() as http:
+        master = http.get(f"{base}/master.m3u8")
+        assert master.status_code == 200 and master.text.startswith("#EXTM3U")
+        assert master.headers["content-type"] == "application/vnd.apple.mpegurl"
+        mpd = http.get(f"{base}/manifest.mpd")
+        assert mpd.status_code == 200 and "<MPD" in mpd.text
+        segment = http.get(f"{base}/init-0.m4s")
+        assert segment.status_code == 307, segment.text
+        location = segment.headers["location"]
+        assert location.startswith(f"{endpoint}/{BUCKET}/outputs/{job_id}/init-0.m4s?")
+        assert "Signature" in location
+        body = client.get_object(Bucket=BUCKET, Key=f"outputs/{job_id}/init-0.m4s")["Body"]  # type: ignore[attr-defined]
+        assert httpx.get(location, timeout=10).content == body.read()
+        assert http.get(f"{base}/none.m3u8").status_code == 404
+        assert http.get(f"{base}/..%2F..%2Fscratch%2Fx.m3u8").status_code == 400
+
+    from tests.browser import Watch, chromium, open_job, play_to_end
+
+    with chromium() as browser:
+        page = browser.new_page()
+        watch = Watch(page)
+        open_job(page, f"{stack.api_url}/jobs/{job_id}")
+        for format in ("hls", "dash"):
+            problem, report = play_to_end(page, format, view["source"]["duration_s"])
+            assert problem is None, (format, problem, report)
+        presigned = [url for url, _ in watch.requests if url.startswith(endpoint)]
+        assert presigned and all("Signature" in url for url in presigned)
+        assert watch.page_errors == [] and watch.external == []

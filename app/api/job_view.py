@@ -158,6 +158,7 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
         renditions, stage, dropped = result.renditions, "done", result.dropped
         source, not_carried = result.source, result.not_carried
         manifests, progress = result.manifests, 1.0
+        stage_seconds = result.stage_seconds
     else:
         renditions = state.renditions if state else []
         stage = state.stage if state else None
@@ -165,6 +166,7 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
         source = state.source if state else None
         not_carried = state.not_carried if state else []
         manifests = None
+        stage_seconds = dict(state.stage_seconds) if state else {}
         if status is JobStatus.RUNNING:
             beats = await _heartbeats(client, desc)
             for r in renditions:
@@ -194,4 +196,5 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
         created_at=desc.start_time,
         updated_at=_updated_at(desc),
         web_ui_url=web_ui_url,
+        stage_seconds=stage_seconds,
     )

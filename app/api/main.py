@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from app.api import errors
-from app.api.routers import codec, encode, health, inspect, jobs, workers
+from app.api.routers import codec, encode, health, inspect, jobs, pages, workers
 from app.api.security import BodyLimit, require_api_key
 from app.metrics import SubmissionMetrics, setup_metrics
 from app.settings import Settings, get_settings
@@ -43,6 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inspect.router, dependencies=protected)
     app.include_router(workers.router, dependencies=protected)
     app.include_router(codec.router, dependencies=protected)
+    # The job pages: public shells and static files; the outputs behind the key (pages.py).
+    app.include_router(pages.router)
+    app.include_router(pages.files_router)
     # A server span per request, the parent of the StartWorkflow span of a submitted job.
     FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/readyz")
     return app
