@@ -27,6 +27,13 @@ SHORT = timedelta(minutes=2)
 LONG = timedelta(hours=6)
 
 
+def heartbeat_timeout(stall_s: float) -> timedelta:
+    """The server's backstop for a worker that died: later than the worker's own watchdog
+    (an ffmpeg silent for ``stall_s`` is killed and reported with its reason), so a live
+    worker's reason is what the job shows, not a bare timeout."""
+    return timedelta(seconds=stall_s * 1.25 + 1)
+
+
 def call(
     job: EncodeJob,
     fn: Any,
@@ -47,7 +54,7 @@ def call(
         task_queue=task_queue,
         start_to_close_timeout=timeout,
         schedule_to_start_timeout=schedule_to_start,
-        heartbeat_timeout=timedelta(seconds=job.heartbeat_timeout_s) if heartbeat else None,
+        heartbeat_timeout=heartbeat_timeout(job.heartbeat_timeout_s) if heartbeat else None,
         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         retry_policy=RetryPolicy(
             initial_interval=timedelta(seconds=retry.initial_interval_s),
