@@ -28,12 +28,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.activities.audio import AUDIO_BITRATE_KBPS, AUDIO_SAMPLE_RATE
-from app.activities.ffmpeg import ffmpeg_binary
-from app.activities.package import DASH_MANIFEST, HLS_MASTER
-from app.models import DEFAULT_CHUNK_SECONDS
-from app.samples import make_video
-from app.storage import uri_to_path
+from app.cli.samples import make_video
+from app.core.models import DEFAULT_CHUNK_SECONDS
+from app.storage.local import uri_to_path
+from app.stratum.functions.audio import AUDIO_BITRATE_KBPS, AUDIO_SAMPLE_RATE
+from app.stratum.functions.ffmpeg import ffmpeg_binary
+from app.stratum.functions.package import DASH_MANIFEST, HLS_MASTER
 
 VENV_BIN = Path(sys.executable).parent
 SOURCES = {"720p": (1280, 720), "1080p": (1920, 1080)}

@@ -3,7 +3,7 @@ run by ffmpeg on a few seconds of generated video, with the outputs checked.
 
 Standard library plus nvidia-ml-py only, so it runs on a bare GPU machine:
     FFMPEG=/path/to/ffmpeg python3 scripts/gpu_check.py
-The ffmpeg flags are the ones app/activities/encode.py uses for the nvenc and cuda modes.
+The ffmpeg flags are the ones app/stratum/functions/encode.py uses for the nvenc and cuda modes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.gpu import NoGpu, NvmlProbe
+from app.stratum.gpu import NoGpu, NvmlProbe
 
 NVENC = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
 

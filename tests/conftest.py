@@ -13,9 +13,9 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from app.activities.ffmpeg import ffmpeg_binary
-from app.samples import make_video
-from app.search import KEYS
+from app.cli.samples import make_video
+from app.observability.search import KEYS
+from app.stratum.functions.ffmpeg import ffmpeg_binary
 from tests.stack import Stack, free_port
 
 BIN = Path(sys.executable).parent

@@ -13,12 +13,8 @@ from mpegdash.parser import MPEGDASHParser
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
 
-from app.activities.analyze import AnalyzeActivities
-from app.activities.audio import AudioActivities
-from app.activities.encode import EncodeActivities
-from app.activities.lifecycle import LifecycleActivities
-from app.activities.package import PackageActivities
-from app.models import (
+from app.cli.samples import make_video
+from app.core.models import (
     CleanupInput,
     CustomProfile,
     EncodeAudioInput,
@@ -30,9 +26,13 @@ from app.models import (
     ProbeResult,
     PublishInput,
 )
-from app.samples import make_video
-from app.settings import Settings
-from app.storage import path_to_uri, uri_to_path
+from app.core.settings import Settings
+from app.storage.local import path_to_uri, uri_to_path
+from app.stratum.functions.analyze import AnalyzeActivities
+from app.stratum.functions.audio import AudioActivities
+from app.stratum.functions.encode import EncodeActivities
+from app.stratum.functions.lifecycle import LifecycleActivities
+from app.stratum.functions.package import PackageActivities
 from tests.conftest import MEDIA
 from tests.media_checks import check_package
 

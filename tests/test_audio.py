@@ -16,11 +16,11 @@ from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from app.activities.audio import AudioActivities, parse_loudnorm
-from app.languages import iso639_2
-from app.models import AudioRendition, EncodeAudioInput, EncodedMedia
-from app.settings import Settings
-from app.storage import path_to_uri, uri_to_path
+from app.core.models import AudioRendition, EncodeAudioInput, EncodedMedia
+from app.core.settings import Settings
+from app.media.languages import iso639_2
+from app.storage.local import path_to_uri, uri_to_path
+from app.stratum.functions.audio import AudioActivities, parse_loudnorm
 
 SECONDS = 2.0
 

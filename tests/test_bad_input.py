@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from app.samples import make_video
-from app.storage import uri_to_path
+from app.cli.samples import make_video
+from app.storage.local import uri_to_path
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app.packaging.bmff import NON_SYNC, BoxError, index_track
-from app.packaging.hls import iframes
+from app.media.packaging.bmff import NON_SYNC, BoxError, index_track
+from app.media.packaging.hls import iframes
 
 
 def box(kind: bytes, body: bytes) -> bytes:

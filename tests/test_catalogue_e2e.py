@@ -22,7 +22,7 @@ import pytest
 from mpegdash.parser import MPEGDASHParser
 from temporalio.testing import WorkflowEnvironment
 
-from app.storage import uri_to_path
+from app.storage.local import uri_to_path
 from tests.conformance import violations
 from tests.stack import Stack
 from tests.test_audio import decode, integrated_lufs

@@ -23,8 +23,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from app.samples import make_video
-from app.storage import uri_to_path
+from app.cli.samples import make_video
+from app.storage.local import uri_to_path
 from tests.media_checks import check_package
 from tests.stack import TERMINAL, Stack
 from tests.test_faults import DevServer

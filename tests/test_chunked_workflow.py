@@ -17,9 +17,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from app.chunking import ranges
-from app.ladder import plan_renditions
-from app.models import (
+from app.core.models import (
     AssembleInput,
     ChunkOutput,
     ChunkPlan,
@@ -46,9 +44,11 @@ from app.models import (
     SplitInput,
     WorkflowState,
 )
-from app.queues import CPU_QUEUE, WORKFLOW_QUEUE, mode_of, nvenc_queue
-from app.workflows.chunks import ChunkRangeWorkflow
-from app.workflows.encode import EncodeWorkflow
+from app.media.chunking import ranges
+from app.media.ladder import plan_renditions
+from app.plato.workflows.chunks import ChunkRangeWorkflow
+from app.plato.workflows.encode import EncodeWorkflow
+from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE, mode_of, nvenc_queue
 from tests.test_workflow import probe_result
 
 LADDER = ["1080p", "720p", "540p", "480p", "360p", "240p"]

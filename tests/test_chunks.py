@@ -14,19 +14,8 @@ from prometheus_client import REGISTRY
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from app.activities.analyze import AnalyzeActivities
-from app.activities.chunks import (
-    ChunkActivities,
-    Timeline,
-    check_timeline,
-    chunk_output_uri,
-    chunk_uri,
-    odd_parameter_sets,
-    parse_keyframes,
-    record_uri,
-)
-from app.chunking import Keyframe, choose_boundaries, forced_keyframes, ranges, window_share
-from app.models import (
+from app.cli.samples import make_video
+from app.core.models import (
     AssembleInput,
     ChunkOutput,
     ChunkPlan,
@@ -41,9 +30,20 @@ from app.models import (
     Rendition,
     SplitInput,
 )
-from app.samples import make_video
-from app.settings import Settings
-from app.storage import path_to_uri, uri_to_path
+from app.core.settings import Settings
+from app.media.chunking import Keyframe, choose_boundaries, forced_keyframes, ranges, window_share
+from app.storage.local import path_to_uri, uri_to_path
+from app.stratum.functions.analyze import AnalyzeActivities
+from app.stratum.functions.chunks import (
+    ChunkActivities,
+    Timeline,
+    check_timeline,
+    chunk_output_uri,
+    chunk_uri,
+    odd_parameter_sets,
+    parse_keyframes,
+    record_uri,
+)
 
 # ---------------------------------------------------------------- the rules (no media)
 

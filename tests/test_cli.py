@@ -20,9 +20,9 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from app.cli import _profile
-from app.follow import follow, parse_events
-from app.search import KEYS, REQUESTER, key_id
+from app.cli.follow import follow, parse_events
+from app.cli.main import _profile
+from app.observability.search import KEYS, REQUESTER, key_id
 from tests.conftest import BIN
 from tests.stack import Stack
 

@@ -23,9 +23,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from app.codec import ENCODING, KEY_ID, AesGcmCodec, PayloadKeyError, parse_keys
-from app.settings import Settings
-from app.temporal import data_converter
+from app.core.codec import ENCODING, KEY_ID, AesGcmCodec, PayloadKeyError, parse_keys
+from app.core.settings import Settings
+from app.core.temporal import data_converter
 from tests.stack import free_port
 
 SECRET = "s3cret-source-/srv/media/confidential.mov"

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.temporal.yml"
@@ -63,7 +63,7 @@ STANDARD_VARIABLES = REQUIRED_STANDARD_VARIABLES | {
     "OTEL_TRACES_SAMPLER",
     "OTEL_TRACES_SAMPLER_ARG",
 }
-# Being added to app/settings.py as `metrics_port`; until it lands it is the one COSMOS_* name
+# Being added to app/core/settings.py as `metrics_port`; until it lands it is the one COSMOS_* name
 # that need not be a Settings field (test_cosmos_variables_are_settings_fields).
 METRICS_PORT = "COSMOS_METRICS_PORT"
 
@@ -210,7 +210,7 @@ def seconds(duration: str) -> float:
 
 def cli_api_port_default() -> int:
     """The default of `cosmos api --port`, read from the source (importing the CLI is slow)."""
-    tree = ast.parse((ROOT / "app" / "cli.py").read_text())
+    tree = ast.parse((ROOT / "app" / "cli" / "main.py").read_text())
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "api")
     params = [a.arg for a in fn.args.args][-len(fn.args.defaults) :]
     return int(ast.literal_eval(dict(zip(params, fn.args.defaults, strict=True))["port"]))
@@ -278,8 +278,8 @@ def test_cosmos_variables_are_settings_fields(
     assert named, "no COSMOS_* settings at all"
     unknown = {n for n in named if n.removeprefix("COSMOS_").lower() not in Settings.model_fields}
     if METRICS_PORT.removeprefix("COSMOS_").lower() not in Settings.model_fields:
-        unknown.discard(METRICS_PORT)  # until `metrics_port` lands in app/settings.py
-    assert unknown == set(), "not fields of app.settings.Settings"
+        unknown.discard(METRICS_PORT)  # until `metrics_port` lands in app/core/settings.py
+    assert unknown == set(), "not fields of app.core.settings.Settings"
     for name in APP_SERVICES:
         values = {
             key.removeprefix("COSMOS_").lower(): value
@@ -504,7 +504,7 @@ def test_collector_config_receives_where_the_services_send(
 
 
 def test_namespace_job_registers_the_search_attributes() -> None:
-    from app.search import KEYS
+    from app.observability.search import KEYS
 
     text = (ROOT / "docker-compose.temporal.yml").read_text()
     for key in KEYS:

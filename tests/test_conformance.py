@@ -15,9 +15,9 @@ from pathlib import Path
 import m3u8
 import pytest
 
-from app.packaging.bmff import index_track
-from app.packaging.hls import iframes
-from app.settings import Settings
+from app.core.settings import Settings
+from app.media.packaging.bmff import index_track
+from app.media.packaging.hls import iframes
 from tests.conformance import violations
 from tests.test_activities import job_for, run_pipeline
 

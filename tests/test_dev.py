@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.dev import port_free
+from app.cli.dev import port_free
 from tests.conftest import BIN
 from tests.stack import free_ports
 
@@ -101,7 +101,7 @@ def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:
 
 def test_gpu_worker_without_a_gpu_says_so_in_one_line() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "worker", "gpu"],
+        [sys.executable, "-m", "app.cli.main", "worker", "gpu"],
         capture_output=True,
         text=True,
         timeout=60,

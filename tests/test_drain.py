@@ -13,8 +13,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from app.samples import make_video
-from app.search import KEYS
+from app.cli.samples import make_video
+from app.observability.search import KEYS
 from tests.conftest import BIN
 from tests.stack import Stack
 

@@ -16,8 +16,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from app.samples import make_video
-from app.storage import uri_to_path
+from app.cli.samples import make_video
+from app.storage.local import uri_to_path
 from tests.media_checks import check_package
 from tests.stack import Stack
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.samples import make_video
-from app.search import dev_server_args
+from app.cli.samples import make_video
+from app.observability.search import dev_server_args
 from tests.conftest import BIN
 from tests.media_checks import check_package
 from tests.stack import Stack, free_ports

@@ -21,14 +21,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from app.activities.analyze import AnalyzeActivities
-from app.activities.idet import idet_verdict, parse_idet
-from app.activities.probe import is_text_subtitle, probe_file, variable_rate
 from app.api.main import create_app
-from app.models import InspectInput, ProbeResult, RetryOptions, SubtitleInfo
-from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
-from app.settings import Settings
-from app.workflows.inspect import InspectWorkflow
+from app.core.models import InspectInput, ProbeResult, RetryOptions, SubtitleInfo
+from app.core.settings import Settings
+from app.plato.workflows.inspect import InspectWorkflow
+from app.stratum.functions.analyze import AnalyzeActivities
+from app.stratum.functions.idet import idet_verdict, parse_idet
+from app.stratum.functions.probe import is_text_subtitle, probe_file, variable_rate
+from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE
 from tests.conftest import BIN
 from tests.stack import Stack
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser
 
-from app.samples import make_video
-from app.storage import uri_to_path
+from app.cli.samples import make_video
+from app.storage.local import uri_to_path
 from tests.browser import (
     ARTIFACTS,
     Watch,
@@ -412,7 +412,7 @@ def test_job_page_without_player_libraries(
 
     from app.api import main
     from app.api.routers import pages
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     monkeypatch.setattr(pages, "NODE_MODULES", Path("/nonexistent"))
     settings = Settings(temporal_address=stack.temporal_address, data_dir=stack.data_dir)

@@ -9,8 +9,7 @@ from pydantic import ValidationError
 
 from app.api.main import create_app
 from app.api.routers.encode import job_id_for
-from app.ladder import CODECS, H264_LADDER, PRESET_NAMES, PlanError, plan_renditions
-from app.models import (
+from app.core.models import (
     CustomProfile,
     EncodeJob,
     EncodeRequest,
@@ -18,6 +17,7 @@ from app.models import (
     ProbeResult,
     VideoInfo,
 )
+from app.media.ladder import CODECS, H264_LADDER, PRESET_NAMES, PlanError, plan_renditions
 
 ALL_PRESETS = ["2160p", "1440p", "1080p", "720p", "540p", "480p", "360p", "240p"]
 

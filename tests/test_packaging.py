@@ -12,11 +12,11 @@ import m3u8
 import pytest
 from pydantic import ValidationError
 
-from app.models import EncodeRequest
-from app.packaging.bmff import Fragment, Sample, SegmentIndex, TrackDefaults, TrackIndex
-from app.packaging.codec_strings import CodecStringError, aac, av1, avc, codec_string, hevc
-from app.packaging.dash import duration, join_video_sets
-from app.packaging.hls import (
+from app.core.models import EncodeRequest
+from app.media.packaging.bmff import Fragment, Sample, SegmentIndex, TrackDefaults, TrackIndex
+from app.media.packaging.codec_strings import CodecStringError, aac, av1, avc, codec_string, hevc
+from app.media.packaging.dash import duration, join_video_sets
+from app.media.packaging.hls import (
     AudioEntry,
     AudioTrack,
     Bitrate,

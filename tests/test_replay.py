@@ -11,8 +11,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from app.workflows.chunks import ChunkRangeWorkflow
-from app.workflows.encode import EncodeWorkflow
+from app.plato.workflows.chunks import ChunkRangeWorkflow
+from app.plato.workflows.encode import EncodeWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

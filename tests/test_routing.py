@@ -15,16 +15,23 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from app.activities.registry import cpu_activities
-from app.activities.routing import RoutingActivities
-from app.gpu import H100, L4, T4, GpuInfo, NoGpu, RecordedProbe, queues_for
-from app.models import Accelerator, Codec, EncodeResult
-from app.pools import NoCapablePool, choose_route, describe_pools
-from app.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
-from app.resources import ENCODE_CPU, cpu_slots, gpu_slots, threads_per_job
-from app.search import KEYS
-from app.settings import Settings
-from app.workflows.encode import EncodeWorkflow
+from app.core.models import Accelerator, Codec, EncodeResult
+from app.core.settings import Settings
+from app.observability.search import KEYS
+from app.plato.workflows.encode import EncodeWorkflow
+from app.stratum.functions.routing import RoutingActivities
+from app.stratum.gpu import H100, L4, T4, GpuInfo, NoGpu, RecordedProbe, queues_for
+from app.stratum.pools import NoCapablePool, choose_route, describe_pools
+from app.stratum.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
+from app.stratum.registry import cpu_activities
+from app.stratum.resources import (
+    ENCODE_CPU,
+    cpu_slots,
+    encode_slots,
+    gpu_slots,
+    threads_per_job,
+    worker_concurrency,
+)
 from tests.conftest import BIN
 from tests.test_workflow import Stand, job, start
 from workers.gpu.main import build_workers as build_gpu_workers
@@ -70,8 +77,7 @@ def test_cpu_pools_size_themselves_from_cores_and_memory(
 def test_gpu_pools_size_from_gpus_times_sessions() -> None:
     assert gpu_slots(1, 3) == 3
     assert gpu_slots(8, 2) == 16
-    settings = Settings(worker_max_activities=None)
-    assert settings.worker_concurrency() == cpu_slots(ENCODE_CPU) + 1
+    assert worker_concurrency(None) == cpu_slots(ENCODE_CPU) + 1
 
 
 def test_encoder_threads_fill_the_encode_slots_not_the_spare_one() -> None:
@@ -79,14 +85,14 @@ def test_encoder_threads_fill_the_encode_slots_not_the_spare_one() -> None:
     one thread per rendition leaves a core idle whenever one chunk runs alone)."""
     settings = Settings(worker_max_activities=None)
     slots = cpu_slots(ENCODE_CPU)
-    assert settings.encode_slots() == slots
-    assert settings.worker_concurrency() == slots + 1
+    assert encode_slots(None) == slots
+    assert worker_concurrency(None) == slots + 1
     activities = cpu_activities(settings, cast(Client, None))
     for name in ("encode_video", "encode_chunk"):
         bound = next(a for a in activities if a.__name__ == name)
         assert bound.__self__.threads == threads_per_job(slots)  # type: ignore[attr-defined]
     assert threads_per_job(slots, cores=2 * slots) == ENCODE_CPU.cpu_threads
-    assert Settings(worker_max_activities=4).encode_slots() == 4
+    assert encode_slots(4) == 4 and worker_concurrency(4) == 4
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.sources import OUTSIDE, SourceError, resolve_source, source_path
-from app.storage import path_to_uri, uri_to_path
+from app.storage.local import path_to_uri, uri_to_path
+from app.storage.sources import OUTSIDE, SourceError, resolve_source, source_path
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from app.samples import make_video
+from app.cli.samples import make_video
 from tests.conftest import BIN
 from tests.media_checks import check_package
 from tests.stack import Stack

@@ -12,12 +12,10 @@ from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from app.activities.subtitles import MAX_SIDECAR_BYTES, SubtitleActivities
-from app.models import SubtitleInput, SubtitleMedia, SubtitleRendition
-from app.samples import make_video
-from app.settings import Settings
-from app.storage import path_to_uri, uri_to_path
-from app.subtitles import (
+from app.cli.samples import make_video
+from app.core.models import SubtitleInput, SubtitleMedia, SubtitleRendition
+from app.core.settings import Settings
+from app.media.subtitles import (
     SEGMENT_HEADER,
     Cue,
     SubtitleError,
@@ -27,6 +25,8 @@ from app.subtitles import (
     segment_vtt,
     write_vtt,
 )
+from app.storage.local import path_to_uri, uri_to_path
+from app.stratum.functions.subtitles import MAX_SIDECAR_BYTES, SubtitleActivities
 
 FRAME_S = 0.040  # one frame at 25 fps: what a muxer's timebase may round cue times to
 

@@ -30,19 +30,19 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
-from app.activities.ffmpeg import FfmpegError, ffmpeg_binary, run_ffmpeg
-from app.activities.registry import cpu_activities
 from app.api.main import create_app
 from app.api.routers.encode import job_id_for
-from app.metrics import observe_encode, sample_gpus, setup_metrics
-from app.models import CustomProfile, EncodeJob, EncodeRequest, RetryOptions
-from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
-from app.samples import make_video
-from app.settings import Settings
-from app.sources import resolve_source
-from app.telemetry import JsonFormatter, ffmpeg_attributes, setup_tracing
-from app.temporal import connect, data_converter, interceptors
-from app.workflows.encode import EncodeWorkflow
+from app.cli.samples import make_video
+from app.core.models import CustomProfile, EncodeJob, EncodeRequest, RetryOptions
+from app.core.settings import Settings
+from app.core.temporal import connect, data_converter, interceptors
+from app.observability.metrics import observe_encode, sample_gpus, setup_metrics
+from app.observability.telemetry import JsonFormatter, ffmpeg_attributes, setup_tracing
+from app.plato.workflows.encode import EncodeWorkflow
+from app.storage.sources import resolve_source
+from app.stratum.functions.ffmpeg import FfmpegError, ffmpeg_binary, run_ffmpeg
+from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE
+from app.stratum.registry import cpu_activities
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ async def test_one_trace_per_job_down_to_ffmpeg(
         config["service_client"],
         namespace=config["namespace"],
         data_converter=data_converter(settings),
-        interceptors=interceptors(),  # what app/temporal.py's connect() installs
+        interceptors=interceptors(),  # what app/core/temporal.py's connect() installs
     )
     job = _job(settings, source)
     waits_before = _sample(

@@ -20,14 +20,8 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from app.activities.analyze import AnalyzeActivities
-from app.activities.audio import AudioActivities
-from app.activities.encode import EncodeActivities
-from app.activities.package import PackageActivities
-from app.activities.thumbnails import ThumbnailActivities, thumbnail_filters, tile_plan
 from app.api.routers.encode import job_id_for
-from app.ladder import plan_renditions
-from app.models import (
+from app.core.models import (
     CustomProfile,
     EncodeAudioInput,
     EncodeJob,
@@ -44,8 +38,10 @@ from app.models import (
     ThumbnailMedia,
     ThumbnailOptions,
 )
-from app.packaging.dash import NS
-from app.packaging.thumbnails import (
+from app.core.settings import Settings
+from app.media.ladder import plan_renditions
+from app.media.packaging.dash import NS
+from app.media.packaging.thumbnails import (
     THUMBNAIL_SCHEME,
     add_image_stream,
     add_thumbnail_set,
@@ -53,10 +49,14 @@ from app.packaging.thumbnails import (
     image_playlist,
     thumbnail_set,
 )
-from app.settings import Settings
-from app.storage import path_to_uri, uri_to_path
-from app.subtitles import parse_vtt
-from app.thumbnails import plan_tiles, poster_size, poster_time, tile_size, webvtt
+from app.media.subtitles import parse_vtt
+from app.media.thumbnails import plan_tiles, poster_size, poster_time, tile_size, webvtt
+from app.storage.local import path_to_uri, uri_to_path
+from app.stratum.functions.analyze import AnalyzeActivities
+from app.stratum.functions.audio import AudioActivities
+from app.stratum.functions.encode import EncodeActivities
+from app.stratum.functions.package import PackageActivities
+from app.stratum.functions.thumbnails import ThumbnailActivities, thumbnail_filters, tile_plan
 from tests.media_checks import check_package, picture_size
 from tests.test_video_treatments import INTERLACED, make_hdr, source
 from tests.test_workflow import Stand, client, job, run_workers  # noqa: F401

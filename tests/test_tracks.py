@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.ladder import PlanError
-from app.models import (
+from app.core.models import (
     AudioInfo,
     AudioOptions,
     EncodeJob,
@@ -18,7 +17,8 @@ from app.models import (
     SubtitleInfo,
     VideoInfo,
 )
-from app.tracks import other_not_carried, plan_audio, plan_subtitles, sidecar_subtitle_format
+from app.media.ladder import PlanError
+from app.media.tracks import other_not_carried, plan_audio, plan_subtitles, sidecar_subtitle_format
 
 
 def probe(**fields: Any) -> ProbeResult:

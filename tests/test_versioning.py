@@ -24,10 +24,10 @@ from temporalio.workflow import NondeterminismError
 with workflow.unsafe.imports_passed_through():
     from typer.testing import CliRunner
 
-    from app.cli import app
-    from app.models import EncodeJob, EncodeResult
-    from app.replay import HistoryError, load_history, replay_history
-    from app.workflows.encode import EncodeWorkflow
+    from app.cli.main import app
+    from app.cli.replay import HistoryError, load_history, replay_history
+    from app.core.models import EncodeJob, EncodeResult
+    from app.plato.workflows.encode import EncodeWorkflow
 
 ROOT = Path(__file__).parent.parent
 

@@ -15,18 +15,8 @@ import av
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from app.activities.analyze import AnalyzeActivities
-from app.activities.chunks import ChunkActivities, chunk_output_uri
-from app.activities.encode import (
-    EncodeActivities,
-    Neighbours,
-    _input_filters,
-    hwaccel_args,
-    video_output_args,
-)
-from app.chunking import output_frames
-from app.ladder import PlanError, check_invariants, plan_renditions
-from app.models import (
+from app.cli.samples import make_video
+from app.core.models import (
     AssembleInput,
     ChunkPlan,
     ContentLight,
@@ -44,9 +34,19 @@ from app.models import (
     SplitInput,
     VideoInfo,
 )
-from app.samples import make_video
-from app.settings import Settings
-from app.storage import path_to_uri, uri_to_path
+from app.core.settings import Settings
+from app.media.chunking import output_frames
+from app.media.ladder import PlanError, check_invariants, plan_renditions
+from app.storage.local import path_to_uri, uri_to_path
+from app.stratum.functions.analyze import AnalyzeActivities
+from app.stratum.functions.chunks import ChunkActivities, chunk_output_uri
+from app.stratum.functions.encode import (
+    EncodeActivities,
+    Neighbours,
+    _input_filters,
+    hwaccel_args,
+    video_output_args,
+)
 
 # ---------------------------------------------------------------- plans (no media)
 
@@ -721,8 +721,8 @@ def vfr(media: Path, ffmpeg: str) -> Path:
 async def test_a_vfr_source_comes_out_cfr_and_in_sync(
     settings: Settings, vfr: Path, ffmpeg: str
 ) -> None:
-    from app.activities.audio import AudioActivities
-    from app.models import EncodeAudioInput
+    from app.core.models import EncodeAudioInput
+    from app.stratum.functions.audio import AudioActivities
     from tests.test_chunked_e2e import flash_and_beep
 
     probe = await probe_of(settings, vfr)

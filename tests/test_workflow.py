@@ -20,8 +20,7 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from app.ladder import plan_renditions
-from app.models import (
+from app.core.models import (
     AudioInfo,
     CleanupInput,
     EncodeAudioInput,
@@ -44,9 +43,10 @@ from app.models import (
     VideoInfo,
     WorkflowState,
 )
-from app.pools import NoCapablePool, choose_route
-from app.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
-from app.workflows.encode import EncodeWorkflow
+from app.media.ladder import plan_renditions
+from app.plato.workflows.encode import EncodeWorkflow
+from app.stratum.pools import NoCapablePool, choose_route
+from app.stratum.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
 
 
 def probe_result(audio: bool = True) -> ProbeResult:

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from temporalio.client import Client
 
-from app.settings import Settings
-from app.temporal import connect
+from app.core.settings import Settings
+from app.core.temporal import connect
 
 
 def get_settings(request: Request) -> Settings:

@@ -22,7 +22,7 @@ from starlette.responses import StreamingResponse
 from temporalio.service import RPCError, RPCStatusCode
 
 from app.api.errors import UNAVAILABLE
-from app.models import JobStatus, JobView
+from app.core.models import JobStatus, JobView
 
 log = logging.getLogger("cosmos.api")
 

@@ -15,7 +15,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RPCError
 
-from app.models import (
+from app.core.models import (
     EncodeResult,
     ErrorInfo,
     JobStatus,

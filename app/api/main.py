@@ -10,9 +10,9 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from app.api import errors
 from app.api.routers import codec, encode, health, inspect, jobs, pages, workers
 from app.api.security import BodyLimit, require_api_key
-from app.metrics import SubmissionMetrics, setup_metrics
-from app.settings import Settings, get_settings
-from app.telemetry import setup_logging, setup_tracing
+from app.core.settings import Settings, get_settings
+from app.observability.metrics import SubmissionMetrics, setup_metrics
+from app.observability.telemetry import setup_logging, setup_tracing
 
 MAX_BODY_BYTES = 1 << 20
 """An encode request is a few hundred bytes; a megabyte is generous and bounds memory."""

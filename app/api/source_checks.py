@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import HTTPException
 
 from app.api.errors import field_error
-from app.object_store import store_for
-from app.settings import Settings
-from app.sources import SourceError, resolve_source
+from app.core.settings import Settings
+from app.storage.object_store import store_for
+from app.storage.sources import SourceError, resolve_source
 
 
 def _check_object(uri: str, settings: Settings) -> None:

@@ -9,15 +9,16 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from app.activities.registry import cpu_activities
-from app.metrics import setup_metrics
-from app.queues import CPU_QUEUE, WORKFLOW_QUEUE
-from app.settings import Settings, get_settings
-from app.telemetry import setup_logging, setup_tracing
-from app.temporal import connect
-from app.workflows.chunks import ChunkRangeWorkflow
-from app.workflows.encode import EncodeWorkflow
-from app.workflows.inspect import InspectWorkflow
+from app.core.settings import Settings, get_settings
+from app.core.temporal import connect
+from app.observability.metrics import setup_metrics
+from app.observability.telemetry import setup_logging, setup_tracing
+from app.plato.workflows.chunks import ChunkRangeWorkflow
+from app.plato.workflows.encode import EncodeWorkflow
+from app.plato.workflows.inspect import InspectWorkflow
+from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE
+from app.stratum.registry import cpu_activities
+from app.stratum.resources import worker_concurrency
 from workers.runner import run_until_signal
 
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
@@ -34,7 +35,7 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
             client,
             task_queue=CPU_QUEUE,
             activities=cpu_activities(settings, client),
-            max_concurrent_activities=settings.worker_concurrency(),
+            max_concurrent_activities=worker_concurrency(settings.worker_max_activities),
             graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
             # Progress reaches the API through heartbeat details: send them often enough.
             default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,

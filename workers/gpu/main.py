@@ -14,13 +14,13 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from app.activities.registry import gpu_activities
-from app.gpu import GpuInfo, GpuProbe, NoGpu, NvmlProbe, queues_for
-from app.metrics import setup_metrics, watch_gpus
-from app.resources import gpu_slots
-from app.settings import Settings, get_settings
-from app.telemetry import setup_logging, setup_tracing
-from app.temporal import connect
+from app.core.settings import Settings, get_settings
+from app.core.temporal import connect
+from app.observability.metrics import setup_metrics, watch_gpus
+from app.observability.telemetry import setup_logging, setup_tracing
+from app.stratum.gpu import GpuInfo, GpuProbe, NoGpu, NvmlProbe, queues_for
+from app.stratum.registry import gpu_activities
+from app.stratum.resources import gpu_slots
 from workers.cpu.main import HEARTBEAT_THROTTLE
 from workers.runner import run_until_signal
 

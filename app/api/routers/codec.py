@@ -21,8 +21,8 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
 from app.api.errors import documented
-from app.codec import PayloadKeyError
-from app.temporal import data_converter
+from app.core.codec import PayloadKeyError
+from app.core.temporal import data_converter
 
 PREFIX = "/codec"
 

@@ -18,8 +18,7 @@ from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import documented, field_error
 from app.api.security import requester
 from app.api.source_checks import checked_source
-from app.ladder import PlanError, resolve_profiles
-from app.models import (
+from app.core.models import (
     EncodeJob,
     EncodeRequest,
     RetryOptions,
@@ -28,12 +27,13 @@ from app.models import (
     SubmitResponse,
     ThumbnailOptions,
 )
-from app.queues import WORKFLOW_QUEUE
-from app.search import registered, start_attributes
-from app.settings import Settings
-from app.tracks import sidecar_subtitle_format
-from app.webhooks import WebhookRefused, check_webhook
-from app.workflows.encode import EncodeWorkflow
+from app.core.settings import Settings
+from app.media.ladder import PlanError, resolve_profiles
+from app.media.tracks import sidecar_subtitle_format
+from app.observability.search import registered, start_attributes
+from app.plato.workflows.encode import EncodeWorkflow
+from app.stratum.queues import WORKFLOW_QUEUE
+from app.stratum.webhooks import WebhookRefused, check_webhook
 
 router = APIRouter(prefix="/v1", tags=["encode"], responses=documented(401, 413, 502, 503))
 

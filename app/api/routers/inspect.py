@@ -17,10 +17,10 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import ErrorBody, documented, field_error
 from app.api.source_checks import checked_source
-from app.models import InspectInput, InspectRequest, ProbeResult, RetryOptions
-from app.queues import WORKFLOW_QUEUE
-from app.workflows.calls import error_info
-from app.workflows.inspect import InspectWorkflow
+from app.core.models import InspectInput, InspectRequest, ProbeResult, RetryOptions
+from app.plato.workflows.calls import error_info
+from app.plato.workflows.inspect import InspectWorkflow
+from app.stratum.queues import WORKFLOW_QUEUE
 
 INSPECT_TIMEOUT_S = 120.0
 """The longest a client waits; the workflow is given the same, so none outlives its caller."""

@@ -19,10 +19,10 @@ from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import documented
 from app.api.events import HEADERS, OPENAPI_200, EventStream, job_events
 from app.api.job_view import STATUS, job_view
-from app.models import Codec, JobList, JobStatus, JobSummary, JobView, Manifests
-from app.object_store import store_for
-from app.search import CODEC, SOURCE, quoted, registered, source_prefix
-from app.search import STATUS as STATUS_KEY
+from app.core.models import Codec, JobList, JobStatus, JobSummary, JobView, Manifests
+from app.observability.search import CODEC, SOURCE, quoted, registered, source_prefix
+from app.observability.search import STATUS as STATUS_KEY
+from app.storage.object_store import store_for
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=documented(401, 502, 503))
 

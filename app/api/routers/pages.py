@@ -34,10 +34,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from app.api.deps import ClientDep, SettingsDep
 from app.api.routers.jobs import JobId, _describe
 from app.api.security import api_key_header, bearer, require_api_key
-from app.models import EncodeResult
-from app.object_store import join, store_for
-from app.settings import Settings
-from app.storage import StorageError, uri_to_path
+from app.core.models import EncodeResult
+from app.core.settings import Settings
+from app.storage.local import StorageError, uri_to_path
+from app.storage.object_store import join, store_for
 
 router = APIRouter(include_in_schema=False)
 """Public: HTML shells and static files, nothing about any job."""

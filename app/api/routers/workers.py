@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from app.api.deps import ClientDep
 from app.api.errors import documented
-from app.models import PoolList
-from app.pools import describe_pools
+from app.core.models import PoolList
+from app.stratum.pools import describe_pools
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"], responses=documented(401, 502, 503))
 

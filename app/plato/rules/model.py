@@ -94,6 +94,12 @@ class Retry(Node):
 
 class Rule(Node):
     when: Event
+    if_: Expression | None = Field(
+        None,
+        alias="if",
+        description="A condition on the run's data: the rule fires only where it holds; the "
+        "way out of a loop of rules.",
+    )
     do: list[Action] = Field(default_factory=list, description="Run in parallel.")
     retry: Retry | None = None
 
@@ -105,6 +111,11 @@ class Definition(BaseModel):
     version: str = Field(description="sha256 of the YAML text: the content names the version.")
     rules: list[Rule]
     max_firings: int
+    inputs: list[str] | None = Field(
+        None,
+        description="The run input's fields, where the definition declares them: only these "
+        "fill a step's inputs by name.",
+    )
     text: str = Field(description="The YAML it was parsed from.")
 
 

@@ -1,0 +1,586 @@
+"""EncodeWorkflow: probe → plan → encode (fan-out) → package → publish, with saga cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from app.core.models import (
+        AssembleInput,
+        AudioRendition,
+        ChunkPlan,
+        ChunkProgress,
+        ChunkRangeInput,
+        ChunkRangeResult,
+        CleanupInput,
+        EncodeAudioInput,
+        EncodedMedia,
+        EncodeJob,
+        EncodeResult,
+        EncodeVideoInput,
+        ErrorInfo,
+        JobStatus,
+        Manifests,
+        NotifyInput,
+        PackageInput,
+        Plan,
+        PlanInput,
+        ProbeInput,
+        ProbeResult,
+        PublishInput,
+        Rendition,
+        RenditionState,
+        Route,
+        RouteInput,
+        SplitInput,
+        SubtitleInput,
+        SubtitleMedia,
+        SubtitleRendition,
+        ThumbnailInput,
+        ThumbnailMedia,
+        WorkflowState,
+    )
+    from app.media.chunking import chunk_progress, output_frames, ranges, window_share
+    from app.observability.search import STATUS as STATUS_KEY
+    from app.plato.workflows.calls import LONG, call, call_routed, error_info
+    from app.plato.workflows.chunks import PROGRESS_SIGNAL, ChunkRangeWorkflow
+    from app.stratum.functions.analyze import AnalyzeActivities
+    from app.stratum.functions.audio import AudioActivities
+    from app.stratum.functions.chunks import ChunkActivities
+    from app.stratum.functions.encode import EncodeActivities
+    from app.stratum.functions.lifecycle import LifecycleActivities
+    from app.stratum.functions.package import PackageActivities
+    from app.stratum.functions.routing import RoutingActivities
+    from app.stratum.functions.subtitles import SubtitleActivities
+    from app.stratum.functions.thumbnails import ThumbnailActivities
+    from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE
+
+T = TypeVar("T")
+
+ROUTING_PATCH = "stratum-routing"
+"""Histories recorded before routing existed replay without the route step."""
+VISIBILITY_PATCH = "visibility"
+"""Histories recorded before the CosmosStatus search attribute replay without its upserts."""
+CHUNK_PATCH = "chunked"
+"""Histories recorded before chunked encoding replay with one activity per rendition."""
+THUMBNAIL_PATCH = "thumbnails"
+"""Histories recorded before thumbnails replay without the thumbnail activity."""
+
+
+@dataclass
+class Tracks:
+    """What is encoded beside the video: the audio tracks, the subtitles, the thumbnails."""
+
+    audio: list[EncodedMedia] = field(default_factory=list)
+    subtitles: list[SubtitleMedia] = field(default_factory=list)
+    thumbnails: ThumbnailMedia | None = None
+    legacy_audio: EncodedMedia | None = None
+    """The one track of a plan from before audio tracks (recorded histories)."""
+
+
+@workflow.defn
+class EncodeWorkflow:
+    def __init__(self) -> None:
+        self._state = WorkflowState()
+        self._job: EncodeJob | None = None
+        self._visible = False
+        self._chunks_done: dict[str, dict[str, int]] = {}
+        """codec -> chunk-range child workflow ID -> chunks it finished"""
+
+    @workflow.query
+    def state(self) -> WorkflowState:
+        return self._state
+
+    @workflow.signal(name=PROGRESS_SIGNAL)
+    def chunk_progress(self, progress: ChunkProgress) -> None:
+        """Chunk-range children report chunks finished; renditions of that codec advance."""
+        self._count_chunks(progress.codec, progress.child_id, progress.done)
+
+    @workflow.run
+    async def run(self, job: EncodeJob) -> EncodeResult:
+        self._job = job
+        # Only where the API could set the attributes at start, i.e. the server has them
+        # registered: upserting an unregistered attribute would fail every workflow task.
+        self._visible = (
+            workflow.patched(VISIBILITY_PATCH)
+            and workflow.info().typed_search_attributes.get(STATUS_KEY) is not None
+        )
+        self._set_status(JobStatus.RUNNING)
+        try:
+            probe = await self._stage(
+                "probe",
+                self._call(
+                    AnalyzeActivities.probe_source,
+                    ProbeInput(source_uri=job.source_uri, job_id=job.job_id),
+                ),
+            )
+            self._state.source = probe
+            plan = await self._stage(
+                "plan", self._call(AnalyzeActivities.plan, PlanInput(job=job, probe=probe))
+            )
+            self._state.dropped = plan.dropped
+            self._state.not_carried = plan.not_carried
+            self._state.renditions = [
+                RenditionState(name=r.name, codec=r.codec, width=r.width, height=r.height)
+                for r in plan.renditions
+            ]
+            routes: dict[str, Route] = {}
+            if workflow.patched(ROUTING_PATCH):
+                decided: list[Route] = await self._stage(
+                    "route",
+                    self._call(
+                        RoutingActivities.route,
+                        RouteInput(
+                            codecs=sorted({r.codec for r in plan.renditions}),
+                            accelerator=job.accelerator,
+                        ),
+                    ),
+                )
+                routes = {route.codec: route for route in decided}
+            chunks = None
+            # A variable-frame-rate source is made constant on one grid over the whole title:
+            # chunks would each start their own (and round their frame counts apart).
+            if (
+                job.chunk_seconds > 0
+                and probe.duration_s >= job.chunk_seconds + job.min_chunk_seconds
+                and not probe.video.variable_frame_rate
+                and workflow.patched(CHUNK_PATCH)
+            ):
+                chunks = await self._stage("split", self._split(job, probe))
+            if chunks is not None and chunks.count > 1:
+                tracks = await self._stage(
+                    "encode", self._encode_chunked(job, probe, plan, routes, chunks)
+                )
+                videos = await self._stage("assemble", self._assemble(job, probe, plan, chunks))
+            else:
+                videos, tracks = await self._stage(
+                    "encode", self._encode_all(job, probe, plan, routes)
+                )
+            package = await self._stage(
+                "package",
+                self._call(
+                    PackageActivities.package,
+                    PackageInput(
+                        job_id=job.job_id,
+                        scratch_uri=job.scratch_uri,
+                        videos=videos,
+                        audio=tracks.legacy_audio,
+                        segment_seconds=plan.segment_seconds,
+                        plan=plan if plan.audio is not None else None,
+                        audio_tracks=tracks.audio,
+                        subtitles=tracks.subtitles,
+                        thumbnails=tracks.thumbnails,
+                        program_date_time=job.program_date_time,
+                    ),
+                    timeout=LONG,
+                    heartbeat=True,
+                ),
+            )
+            manifests = await self._stage(
+                "publish",
+                self._call(
+                    PackageActivities.publish_manifest,
+                    PublishInput(
+                        job=job,
+                        probe=probe,
+                        plan=plan,
+                        videos=videos,
+                        audio=tracks.legacy_audio,
+                        package=package,
+                        stage_seconds=dict(self._state.stage_seconds),
+                        audio_tracks=tracks.audio,
+                        subtitles=tracks.subtitles,
+                    ),
+                ),
+            )
+        except asyncio.CancelledError:
+            await self._finish(JobStatus.CANCELLED)
+            self._set_status(JobStatus.CANCELLED)
+            raise
+        except (ActivityError, ApplicationError, ChildWorkflowError) as err:
+            error = error_info(err)
+            await self._finish(JobStatus.FAILED, error=error)
+            self._set_status(JobStatus.FAILED)
+            raise ApplicationError(error.message, type=error.type, non_retryable=True) from err
+
+        self._state.manifests = manifests
+        await self._finish(JobStatus.SUCCEEDED, manifests=manifests)
+        self._set_status(JobStatus.SUCCEEDED)
+        return EncodeResult(
+            job_id=job.job_id,
+            manifests=manifests,
+            renditions=self._state.renditions,
+            dropped=plan.dropped,
+            stage_seconds=self._state.stage_seconds,
+            source=probe,
+            not_carried=plan.not_carried,
+        )
+
+    # ------------------------------------------------------------------ fan-out / fan-in
+
+    async def _encode_all(
+        self, job: EncodeJob, probe: ProbeResult, plan: Plan, routes: dict[str, Route]
+    ) -> tuple[list[EncodedMedia], Tracks]:
+        """Every rendition (and the audio and subtitles, once) in parallel, one activity each."""
+        work: list[Coroutine[Any, Any, Any]] = [
+            self._encode_rendition(job, probe, rendition, routes.get(rendition.codec))
+            for rendition in plan.renditions
+        ]
+        results: list[Any] = await _all_or_none([*work, self._tracks(job, probe, plan)])
+        return [v for v in results[:-1] if v is not None], results[-1]
+
+    async def _tracks(self, job: EncodeJob, probe: ProbeResult, plan: Plan) -> Tracks:
+        """Audio, subtitles and thumbnails, beside the video. Plans from before audio tracks
+        (recorded histories) have ``audio`` None: their one AAC track is encoded as it was
+        then. A thumbnail failure fails the job like any other output's: whole or nothing."""
+        if plan.audio is None:
+            return Tracks(legacy_audio=await self._encode_audio(job, probe, None))
+        audio = [self._encode_audio(job, probe, track) for track in plan.audio]
+        texts = [self._prepare_subtitles(job, probe, track) for track in plan.subtitles]
+        images: list[Coroutine[Any, Any, Any]] = []
+        if job.thumbnails is not None and workflow.patched(THUMBNAIL_PATCH):
+            images.append(self._thumbnails(job, probe, plan))
+        results = await _all_or_none([*audio, *texts, *images])
+        return Tracks(
+            audio=[r for r in results[: len(audio)] if isinstance(r, EncodedMedia)],
+            subtitles=[r for r in results[len(audio) :] if isinstance(r, SubtitleMedia)],
+            thumbnails=next((r for r in results if isinstance(r, ThumbnailMedia)), None),
+        )
+
+    async def _thumbnails(self, job: EncodeJob, probe: ProbeResult, plan: Plan) -> ThumbnailMedia:
+        """Sprite sheets and the poster, from the whole source, once per job."""
+        assert job.thumbnails is not None
+        media: ThumbnailMedia = await self._call(
+            ThumbnailActivities.generate,
+            ThumbnailInput(
+                job_id=job.job_id,
+                source_uri=job.source_uri,
+                container=probe.container,
+                scratch_uri=job.scratch_uri,
+                duration_s=probe.duration_s,
+                video=probe.video,
+                rendition=plan.renditions[0],
+                options=job.thumbnails,
+            ),
+            timeout=LONG,
+            heartbeat=True,
+        )
+        return media
+
+    async def _encode_audio(
+        self, job: EncodeJob, probe: ProbeResult, track: AudioRendition | None
+    ) -> EncodedMedia | None:
+        """Once per job and track, from the whole source (or the track's own file)."""
+        if track is None and probe.audio is None:
+            return None
+        media: EncodedMedia = await self._call(
+            AudioActivities.encode_audio,
+            EncodeAudioInput(
+                job_id=job.job_id,
+                source_uri=job.source_uri,
+                container=probe.container,
+                scratch_uri=job.scratch_uri,
+                duration_s=probe.duration_s,
+                track=track,
+            ),
+            timeout=LONG,
+            heartbeat=True,
+        )
+        return media
+
+    async def _prepare_subtitles(
+        self, job: EncodeJob, probe: ProbeResult, track: SubtitleRendition
+    ) -> SubtitleMedia:
+        media: SubtitleMedia = await self._call(
+            SubtitleActivities.prepare,
+            SubtitleInput(
+                job_id=job.job_id,
+                source_uri=track.source_uri or job.source_uri,
+                container=None if track.source_uri else probe.container,
+                scratch_uri=job.scratch_uri,
+                track=track,
+                duration_s=probe.duration_s,
+            ),
+            timeout=LONG,  # an embedded track is read from the whole source
+            heartbeat=True,
+        )
+        return media
+
+    # ------------------------------------------------------------------ chunked encoding
+
+    async def _split(self, job: EncodeJob, probe: ProbeResult) -> ChunkPlan:
+        plan: ChunkPlan = await self._call(
+            ChunkActivities.split,
+            SplitInput(
+                job_id=job.job_id,
+                source_uri=job.source_uri,
+                container=probe.container,
+                scratch_uri=job.scratch_uri,
+                duration_s=probe.duration_s,
+                chunk_seconds=job.chunk_seconds,
+                min_chunk_seconds=job.min_chunk_seconds,
+                segment_seconds=job.segment_seconds,
+            ),
+            timeout=LONG,
+            heartbeat=True,
+        )
+        return plan
+
+    async def _encode_chunked(
+        self,
+        job: EncodeJob,
+        probe: ProbeResult,
+        plan: Plan,
+        routes: dict[str, Route],
+        chunks: ChunkPlan,
+    ) -> Tracks:
+        """Per codec, child workflows over ranges of chunks (each chunk decoded once for all
+        renditions of the codec), sharing the job's window; audio and subtitles alongside."""
+        codecs = sorted({r.codec for r in plan.renditions})
+        spans = ranges(chunks.count)
+        window = window_share(job.window, len(codecs) * len(spans))
+        children = []
+        for codec in codecs:
+            renditions = [r for r in plan.renditions if r.codec == codec]
+            route = routes.get(codec)
+            for state in self._state.renditions:
+                if state.codec == codec:
+                    state.status, state.queue = "encoding", route.queue if route else CPU_QUEUE
+                    state.chunks_done, state.chunks_total = 0, chunks.count
+            for first, last in spans:
+                child_id = f"{job.job_id}-chunks-{codec}-{first:05d}"
+                request = ChunkRangeInput(
+                    job=job,
+                    renditions=renditions,
+                    route=route,
+                    chunks=[chunks.chunk(i) for i in range(first, last)],
+                    segment_seconds=plan.segment_seconds,
+                    rotation=probe.video.rotation,
+                    window=window,
+                )
+                children.append(self._chunk_range(child_id, request))
+        results = await _all_or_none([*children, self._tracks(job, probe, plan)])
+        self._record_ranges([r for r in results[:-1] if isinstance(r, ChunkRangeResult)])
+        tracks = results[-1]
+        assert isinstance(tracks, Tracks)
+        return tracks
+
+    async def _chunk_range(self, child_id: str, request: ChunkRangeInput) -> ChunkRangeResult:
+        self._state.chunk_workflows[child_id] = request.renditions[0].codec
+        try:
+            result: ChunkRangeResult = await workflow.execute_child_workflow(
+                ChunkRangeWorkflow.run, request, id=child_id, task_queue=WORKFLOW_QUEUE
+            )
+        except asyncio.CancelledError:
+            self._mark(request, "cancelled")
+            raise
+        except ChildWorkflowError as err:
+            cause = err.cause.cause if isinstance(err.cause, ActivityError) else err.cause
+            self._mark(request, "cancelled" if isinstance(cause, CancelledError) else "failed")
+            raise
+        finally:
+            self._state.chunk_workflows.pop(child_id, None)
+        self._count_chunks(result.codec, child_id, result.chunks)
+        return result
+
+    def _mark(self, request: ChunkRangeInput, status: Any) -> None:
+        names = {r.name for r in request.renditions}
+        for state in self._state.renditions:
+            if state.name in names and state.status == "encoding":
+                state.status = status
+
+    def _record_ranges(self, results: list[ChunkRangeResult]) -> None:
+        """Totals over the children; ``queue`` names every pool that encoded chunks."""
+        for state in self._state.renditions:
+            mine = [r for r in results if state.name in r.frames]
+            state.frames = sum(r.frames[state.name] for r in mine)
+            state.size_bytes = sum(r.size_bytes[state.name] for r in mine)
+            state.encoder = next((r.encoders[state.name] for r in mine if r.encoders), None)
+            queues = sorted({q for r in mine for q in r.queues})
+            state.queue = ",".join(queues) or state.queue
+
+    def _count_chunks(self, codec: str, child_id: str, done: int) -> None:
+        """Renditions of ``codec`` advance with the chunks its children report finished."""
+        children = self._chunks_done.setdefault(codec, {})
+        children[child_id] = max(done, children.get(child_id, 0))
+        finished = sum(children.values())
+        for state in self._state.renditions:
+            if state.codec == codec:
+                state.chunks_done = finished
+                state.progress = chunk_progress(finished, state.chunks_total or 0)
+
+    async def _assemble(
+        self, job: EncodeJob, probe: ProbeResult, plan: Plan, chunks: ChunkPlan
+    ) -> list[EncodedMedia]:
+        """Per rendition, join the chunks and check the result is the whole title."""
+        duration = float(chunks.frames / Fraction(probe.video.frame_rate))
+
+        async def one(rendition: Rendition) -> EncodedMedia:
+            state = next(r for r in self._state.renditions if r.name == rendition.name)
+            media: EncodedMedia = await self._call(
+                ChunkActivities.assemble,
+                AssembleInput(
+                    job_id=job.job_id,
+                    scratch_uri=job.scratch_uri,
+                    rendition=rendition,
+                    chunks=chunks.count,
+                    expected_frames=output_frames(
+                        chunks.frames, probe.video.frame_rate, rendition.settings.frame_rate
+                    ),
+                    expected_duration_s=duration,
+                ),
+                timeout=LONG,
+                heartbeat=True,
+            )
+            state.status, state.progress = "done", 1.0
+            state.frames, state.size_bytes = media.frames, media.size_bytes
+            return media.model_copy(update={"encoder": state.encoder, "queue": state.queue})
+
+        results = await _all_or_none([one(r) for r in plan.renditions])
+        return [r for r in results if r is not None]
+
+    async def _encode_rendition(
+        self, job: EncodeJob, probe: ProbeResult, rendition: Rendition, route: Route | None
+    ) -> EncodedMedia:
+        """One activity for the whole rendition: short titles, and chunking turned off."""
+        state = next(r for r in self._state.renditions if r.name == rendition.name)
+        request = EncodeVideoInput(
+            job_id=job.job_id,
+            source_uri=job.source_uri,
+            container=probe.container,
+            scratch_uri=job.scratch_uri,
+            rendition=rendition,
+            duration_s=probe.duration_s,
+            rotation=probe.video.rotation,
+        )
+        state.status, state.queue = "encoding", route.queue if route else CPU_QUEUE
+        try:
+            media: EncodedMedia
+            media, state.queue = await call_routed(
+                job, EncodeActivities.encode_video, request, route, rendition.name
+            )
+        except asyncio.CancelledError:
+            state.status = "cancelled"
+            raise
+        except ActivityError as err:
+            state.status = "cancelled" if isinstance(err.cause, CancelledError) else "failed"
+            raise
+        except ApplicationError:
+            state.status = "failed"
+            raise
+        state.status, state.progress = "done", 1.0
+        state.frames, state.size_bytes = media.frames, media.size_bytes
+        state.queue, state.encoder = media.queue or state.queue, media.encoder
+        return media
+
+    # ------------------------------------------------------------------ helpers
+
+    def _set_status(self, status: JobStatus) -> None:
+        """CosmosStatus for visibility queries; a terminal value goes out in the same workflow
+        task as the completion, so it never says SUCCEEDED of a job still running."""
+        if self._visible:
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(status.value)])
+
+    async def _stage(self, name: str, step: Awaitable[T]) -> T:
+        self._state.stage = name
+        started = workflow.time()
+        result = await step
+        self._state.stage_seconds[name] = round(workflow.time() - started, 3)
+        if _cancel_requested():
+            raise asyncio.CancelledError(f"cancelled during {name}")
+        return result
+
+    def _call(self, fn: Any, arg: Any, **options: Any) -> Any:
+        assert self._job is not None
+        return call(self._job, fn, arg, **options)
+
+    async def _finish(
+        self,
+        status: JobStatus,
+        *,
+        error: ErrorInfo | None = None,
+        manifests: Manifests | None = None,
+    ) -> None:
+        """Saga end: compensate (remove everything a failed job wrote), then notify.
+
+        Neither may change the job's outcome: their own failures are logged, not raised.
+        """
+        assert self._job is not None
+        job = self._job
+        previous = self._state.stage
+        self._state.stage = "cleanup"
+        if status is not JobStatus.SUCCEEDED:
+            for r in self._state.renditions:
+                if r.status in ("pending", "encoding"):
+                    r.status = "cancelled"
+        try:
+            await self._call(
+                LifecycleActivities.cleanup,
+                CleanupInput(
+                    job_id=job.job_id,
+                    output_uri=job.output_uri,
+                    scratch_uri=job.scratch_uri,
+                    remove_outputs=status is not JobStatus.SUCCEEDED,
+                ),
+                attempts=10,
+            )
+        except ActivityError as err:
+            workflow.logger.error("cleanup of %s failed: %s", job.job_id, err.cause or err)
+        try:
+            await self._call(
+                LifecycleActivities.notify,
+                NotifyInput(
+                    job_id=job.job_id,
+                    status=status.value,
+                    webhook_url=job.webhook_url,
+                    error=error,
+                    manifests=manifests,
+                ),
+                attempts=5,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("notify of %s failed: %s", job.job_id, err.cause or err)
+        self._state.stage = "done" if status is JobStatus.SUCCEEDED else previous
+
+
+def _cancel_requested() -> bool:
+    """A cancel that arrives while an activity is completing anyway is not raised by the SDK
+    (the activity's result wins); the run task still counts it, so it is not lost."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def _all_or_none(work: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run all in parallel; on the first failure or a cancellation the others are cancelled
+    and awaited, so their ffmpeg processes are dead before compensation removes their files."""
+    if not work:
+        return []
+    tasks = [asyncio.create_task(w) for w in work]
+    try:
+        await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        await _cancel_and_wait(tasks)
+        raise
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+    if failed:
+        await _cancel_and_wait(tasks)
+        raise failed[0].exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await workflow.wait(tasks)

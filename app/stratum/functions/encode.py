@@ -1,0 +1,373 @@
+"""encode: one rendition from the source into scratch storage (the audio: audio.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio import activity
+
+from app.core.models import EncodedMedia, EncoderSettings, EncodeVideoInput, Rendition
+from app.core.settings import Settings
+from app.stratum.functions.common import (
+    ActivityBase,
+    input_args,
+)
+from app.stratum.queues import EncodeMode
+
+NVENC_ENCODERS = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
+
+
+def encoder_name(rendition: Rendition, mode: EncodeMode) -> str:
+    return NVENC_ENCODERS[rendition.codec] if mode == "nvenc" else rendition.settings.encoder
+
+
+def software_frames(renditions: Sequence[Rendition]) -> bool:
+    """Whether these renditions need the decoded frames in system memory from the start.
+
+    Deinterlacing (bwdif), tone-mapping (zscale + tonemap) and 10-bit output run as software
+    filters here, so a GPU worker decodes such a job in software (NVDEC frames would have to
+    come back before the first filter anyway). Correct first: CUDA deinterlacing and
+    tone-mapping (bwdif_cuda, libplacebo) are not wired here; no GPU was at hand to test them.
+    """
+    return any(
+        r.settings.deinterlace or r.settings.tonemap or r.settings.pix_fmt != "yuv420p"
+        for r in renditions
+    )
+
+
+def hwaccel_args(
+    mode: EncodeMode, rotation: int, renditions: Sequence[Rendition] = ()
+) -> list[str]:
+    """Decode on the GPU (NVDEC) for the GPU modes; frames stay in GPU memory unless the
+    picture must be rotated, which ffmpeg does in software. Renditions that need software
+    filters (see :func:`software_frames`) are decoded in software."""
+    if mode == "cpu" or software_frames(renditions):
+        return []
+    args = ["-hwaccel", "cuda"]
+    if rotation == 0:
+        args += ["-hwaccel_output_format", "cuda"]
+    return args
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Where a chunk's neighbouring chunks are among the ffmpeg inputs (input 0 is the chunk).
+
+    bwdif builds each frame from the fields before and after it; a chunk decoded alone has
+    none at its ends, so its first and last frames would differ from the whole title's. The
+    previous chunk's last frame and the next chunk's first are decoded with it, deinterlaced
+    with it and trimmed off again. ``frames`` is the chunk's own frame count; ``before`` and
+    ``after`` are input indexes (None at the title's ends). The ``before`` input must be
+    opened near its end (``-sseof``) and the ``after`` one limited (``-t``): the graph keeps
+    the last and the first frame of what they decode."""
+
+    frames: int
+    before: int | None = None
+    after: int | None = None
+
+
+def deinterlace_filter(settings: EncoderSettings) -> str:
+    """bwdif at frame rate (one frame per frame) or field rate (one per field), told the
+    measured parity, deinterlacing every frame (flags are not trusted: deint=all)."""
+    mode = "send_field" if settings.deinterlace == "field" else "send_frame"
+    return f"bwdif=mode={mode}:parity={settings.field_order or 'tff'}:deint=all"
+
+
+def tonemap_filters(settings: EncoderSettings) -> list[str]:
+    """HDR (PQ or HLG, BT.2020) to BT.709 SDR: linear light, BT.709 primaries, Hable's curve
+    without desaturation, BT.709 transfer, limited range, 8-bit.
+
+    The input transfer, primaries and matrix are stated, not read from the frames: an HDR
+    source is BT.2020 by definition (BT.2100) and may arrive untagged, which zscale cannot
+    convert from. The source's ST 2086 / CLL side data is dropped: an SDR stream carrying it
+    would tell a display to treat the picture as HDR."""
+    source = settings.tonemap_from or "smpte2084"
+    return [
+        f"zscale=tin={source}:min=bt2020nc:pin=bt2020:t=linear:npl=100:p=bt2020:m=bt2020nc",
+        "format=gbrpf32le",
+        "zscale=p=bt709",
+        "tonemap=tonemap=hable:desat=0",
+        "zscale=t=bt709:m=bt709:r=tv",
+        "format=yuv420p",
+        "sidedata=mode=delete:type=MASTERING_DISPLAY_METADATA",
+        "sidedata=mode=delete:type=CONTENT_LIGHT_LEVEL",
+    ]
+
+
+def _branch_filters(rendition: Rendition, on_gpu: bool, mode: EncodeMode) -> list[str]:
+    """Scale (to limited range), tone-map where this rendition needs it, set the SAR.
+
+    The scale comes before the tone-map: the float tone-map then runs at the rendition's
+    size, not the source's (a 4K source's 360p H.264 rung costs 1/64 of it)."""
+    chain: list[str] = []
+    if on_gpu:
+        chain.append(f"scale_cuda={rendition.width}:{rendition.height}:format=nv12")
+        if mode == "cuda":  # software encoder: bring the scaled frames back to system memory
+            chain += ["hwdownload", "format=nv12"]
+    else:
+        chain.append(f"scale={rendition.width}:{rendition.height}:flags=lanczos:out_range=tv")
+    if rendition.settings.tonemap:
+        chain += tonemap_filters(rendition.settings)
+    sar = rendition.sample_aspect_ratio.replace(":", "/")
+    chain.append(f"setsar=sar={sar}:max=65535")
+    return chain
+
+
+# ffmpeg's colour names that x265 and SVT-AV1 spell otherwise; names missing from a table are
+# left to ffmpeg, which passes -color_primaries / -color_trc / -colorspace to both encoders.
+X265_NAMES = {"gamma22": "bt470m", "gamma28": "bt470bg", "rgb": "gbr"}
+X265_KNOWN = frozenset(
+    {"bt709", "bt470m", "bt470bg", "smpte170m", "smpte240m", "film", "bt2020", "smpte428",
+     "smpte431", "smpte432", "linear", "iec61966-2-4", "bt1361e", "iec61966-2-1", "bt2020-10",
+     "bt2020-12", "smpte2084", "arib-std-b67", "gbr", "fcc", "ycgco", "bt2020nc", "bt2020c",
+     "smpte2085", "chroma-derived-nc", "chroma-derived-c", "ictcp"}
+)  # fmt: skip
+SVT_PRIMARIES = {"bt709": "bt709", "bt470m": "bt470m", "bt470bg": "bt470bg",
+                 "smpte170m": "bt601", "smpte240m": "smpte240", "film": "film",
+                 "bt2020": "bt2020", "smpte428": "xyz", "smpte431": "smpte431",
+                 "smpte432": "smpte432", "ebu3213": "ebu3213"}  # fmt: skip
+SVT_TRANSFERS = {"bt709": "bt709", "gamma22": "bt470m", "gamma28": "bt470bg",
+                 "smpte170m": "bt601", "smpte240m": "smpte240", "linear": "linear",
+                 "iec61966-2-4": "iec61966", "bt1361e": "bt1361", "iec61966-2-1": "srgb",
+                 "bt2020-10": "bt2020-10", "bt2020-12": "bt2020-12", "smpte2084": "smpte2084",
+                 "smpte428": "smpte428", "arib-std-b67": "hlg"}  # fmt: skip
+SVT_MATRICES = {"bt709": "bt709", "fcc": "fcc", "bt470bg": "bt470bg", "smpte170m": "bt601",
+                "smpte240m": "smpte240", "ycgco": "ycgco", "bt2020nc": "bt2020-ncl",
+                "bt2020c": "bt2020-cl", "smpte2085": "smpte2085", "ictcp": "ictcp"}  # fmt: skip
+
+
+def _x265_colour(s: EncoderSettings) -> list[str]:
+    """VUI tags and HDR10 SEI for x265: ST 2086 chromaticities in 1/50000, luminance in
+    1/10000 cd/m2 (x265's units); headers on every keyframe so each segment stands alone."""
+    params = []
+    for key, value in (("colorprim", s.color_primaries), ("transfer", s.color_transfer),
+                       ("colormatrix", s.color_matrix)):  # fmt: skip
+        name = X265_NAMES.get(value or "", value)
+        if name in X265_KNOWN:
+            params.append(f"{key}={name}")
+    if any((s.color_primaries, s.color_transfer, s.color_matrix)):
+        params.append("range=limited")
+    if m := s.mastering_display:
+
+        def xy(point: tuple[float, float]) -> str:
+            return f"({round(point[0] * 50000)},{round(point[1] * 50000)})"
+
+        params.append(
+            f"master-display=G{xy(m.green)}B{xy(m.blue)}R{xy(m.red)}WP{xy(m.white_point)}"
+            f"L({round(m.max_luminance * 10000)},{round(m.min_luminance * 10000)})"
+        )
+    if c := s.content_light:
+        params.append(f"max-cll={c.max_cll},{c.max_fall}")
+    if s.mastering_display or s.content_light:
+        params.append("hdr10=1")
+    if s.color_transfer == "smpte2084":
+        params.append("hdr10-opt=1")
+    # No repeat-headers: under the hvc1 tag the parameter sets live in the sample entry only
+    # (ISO/IEC 14496-15), and every fMP4 segment's init segment carries them.
+    return params
+
+
+def _svtav1_colour(s: EncoderSettings) -> list[str]:
+    """SVT-AV1's spelling: its own colour names, chromaticities and luminance as decimals."""
+    params = []
+    for key, value, table in (
+        ("color-primaries", s.color_primaries, SVT_PRIMARIES),
+        ("transfer-characteristics", s.color_transfer, SVT_TRANSFERS),
+        ("matrix-coefficients", s.color_matrix, SVT_MATRICES),
+    ):
+        if value in table:
+            params.append(f"{key}={table[value]}")
+    if any((s.color_primaries, s.color_transfer, s.color_matrix)):
+        params.append("color-range=studio")
+    if m := s.mastering_display:
+
+        def xy(point: tuple[float, float]) -> str:
+            return f"({point[0]:.4f},{point[1]:.4f})"
+
+        params.append(
+            f"mastering-display=G{xy(m.green)}B{xy(m.blue)}R{xy(m.red)}WP{xy(m.white_point)}"
+            f"L({m.max_luminance:.4f},{m.min_luminance:.4f})"
+        )
+    if c := s.content_light:
+        params.append(f"content-light={c.max_cll},{c.max_fall}")
+    return params
+
+
+def _encoder_options(
+    rendition: Rendition, mode: EncodeMode, on_gpu: bool, threads: int
+) -> dict[str, object]:
+    s = rendition.settings
+    encoder = encoder_name(rendition, mode)
+    ten_bit = "10" in s.pix_fmt
+    opts: dict[str, object] = {
+        "c:v": encoder,
+        "b:v": f"{s.bitrate_kbps}k",
+        "g": s.gop_frames,
+        "keyint_min": s.gop_frames,
+        "r": s.frame_rate,
+        "fps_mode": "cfr",
+        "an": None,
+        "sn": None,
+        "dn": None,
+        "map_metadata": -1,
+        "f": "mp4",
+    }
+    if not (mode == "nvenc" and on_gpu):
+        # NVENC takes 10-bit as P010 (its only 4:2:0 10-bit layout)
+        opts["pix_fmt"] = "p010le" if mode == "nvenc" and ten_bit else s.pix_fmt
+    tags = {"color_primaries": s.color_primaries, "color_trc": s.color_transfer,
+            "colorspace": s.color_matrix}  # fmt: skip
+    opts |= {k: v for k, v in tags.items() if v}
+    opts["color_range"] = "tv"
+    if s.maxrate_kbps and s.bufsize_kbps:
+        opts |= {"maxrate": f"{s.maxrate_kbps}k", "bufsize": f"{s.bufsize_kbps}k"}
+    if threads and mode != "nvenc":
+        opts["threads"] = threads
+    if mode == "nvenc":
+        # NVENC's VBR with the same target/maxrate/buffer; IDR at every GOP start, no extra
+        # keyframes at scene cuts, so segments align with the software renditions. HDR10
+        # SEI: hevc_nvenc/av1_nvenc take the source's ST 2086 / CLL from the frames' side
+        # data (untested here: no NVENC at hand).
+        opts |= {"preset": "p5", "tune": "hq", "rc": "vbr", "forced-idr": 1,
+                 "strict_gop": 1, "no-scenecut": 1}  # fmt: skip
+        if rendition.codec == "hevc" and ten_bit:
+            opts["profile:v"] = "main10"
+    elif s.encoder == "libx264":
+        # a53cc off: captions are not carried (and reported so), not half-carried in H.264 SEI
+        opts |= {"preset": s.preset, "sc_threshold": 0, "profile:v": "high", "a53cc": 0,
+                 "x264-params": "open-gop=0"}  # fmt: skip
+    elif s.encoder == "libx265":
+        params = [f"keyint={s.gop_frames}", f"min-keyint={s.gop_frames}", "scenecut=0",
+                  "open-gop=0", *_x265_colour(s), "log-level=error"]  # fmt: skip
+        # forced-idr: libx265 makes a forced keyframe (-force_key_frames: a chunk's segment
+        # grid) a plain I frame unless told, which is no keyframe to the muxer or a player:
+        # chunked HEVC segments then ran 7 s / 3 s on a 4 s grid.
+        opts |= {"preset": s.preset, "tag:v": "hvc1", "forced-idr": 1,
+                 "x265-params": ":".join(params)}  # fmt: skip
+        if ten_bit:
+            opts["profile:v"] = "main10"
+    elif s.encoder == "libsvtav1":
+        params = ["scd=0", "enable-overlays=0", *_svtav1_colour(s)]
+        opts |= {"preset": s.preset, "svtav1-params": ":".join(params)}
+    if mode == "nvenc" and rendition.codec == "hevc":
+        opts["tag:v"] = "hvc1"
+    return opts
+
+
+def _option_args(opts: dict[str, object]) -> list[str]:
+    args: list[str] = []
+    for key, value in opts.items():
+        args.append(f"-{key}")
+        if value is not None:
+            args.append(str(value))
+    return args
+
+
+def _input_filters(
+    renditions: Sequence[Rendition], neighbours: Neighbours | None
+) -> tuple[list[str], str]:
+    """The filter chains before the split, and the label of the stream they end in.
+
+    Deinterlacing is per job, so it runs once, before the split. With ``neighbours`` (a chunk
+    of an interlaced title) the previous chunk's last frame and the next's first are joined
+    around the chunk, deinterlaced with it, then trimmed off by frame count: the chunk's
+    output has exactly its own frames (twice as many at field rate), timed from zero."""
+    first = renditions[0].settings
+    if any((r.settings.deinterlace, r.settings.field_order) !=
+           (first.deinterlace, first.field_order) for r in renditions):  # fmt: skip
+        raise ValueError("renditions sharing a decode must deinterlace alike")
+    if not first.deinterlace:
+        return [], "0:v:0"
+    bwdif = deinterlace_filter(first)
+    if neighbours is None or (neighbours.before is None and neighbours.after is None):
+        return [f"[0:v:0]{bwdif}[deint]"], "deint"
+    chains, segments = [], []
+    if neighbours.before is not None:
+        chains.append(f"[{neighbours.before}:v:0]reverse,trim=end_frame=1,reverse,"
+                      "setpts=PTS-STARTPTS[before]")  # fmt: skip
+        segments.append("[before]")
+    chains.append("[0:v:0]setpts=PTS-STARTPTS[chunk]")
+    segments.append("[chunk]")
+    if neighbours.after is not None:
+        chains.append(f"[{neighbours.after}:v:0]trim=end_frame=1,setpts=PTS-STARTPTS[after]")
+        segments.append("[after]")
+    per_frame = 2 if first.deinterlace == "field" else 1
+    start = per_frame if neighbours.before is not None else 0
+    end = start + per_frame * neighbours.frames
+    chains.append(
+        f"{''.join(segments)}concat=n={len(segments)}:v=1:a=0,{bwdif},"
+        f"trim=start_frame={start}:end_frame={end},setpts=PTS-STARTPTS[deint]"
+    )
+    return chains, "deint"
+
+
+def video_output_args(
+    renditions: list[tuple[Rendition, Path]],
+    *,
+    mode: EncodeMode = "cpu",
+    rotation: int = 0,
+    threads: int = 0,
+    keyframes_s: list[float] | None = None,
+    neighbours: Neighbours | None = None,
+) -> list[str]:
+    """Encoder arguments with a fixed, closed GOP: every rendition has keyframes at the same
+    instants (one per segment), so the packaged streams switch cleanly.
+
+    Several renditions share one decode (``split``, then a scale per rung). The bitrate, VBV
+    and GOP come from the plan whatever the mode, so a rendition is the same stream whether
+    it ran on a CPU, an NVENC or a CUDA worker; only the encoder differs. ``keyframes_s``
+    forces keyframes at those instants too (a chunk's start and the title's segment grid).
+    The filters per rendition follow its settings: deinterlace (once, before the split),
+    scale, tone-map (only the branches that need it), SAR; then its colour tags.
+    """
+    plain = [r for r, _ in renditions]
+    on_gpu = mode != "cpu" and rotation == 0 and not software_frames(plain)
+    chains, label = _input_filters(plain, neighbours)
+    branches = [label]
+    if len(renditions) > 1:
+        branches = [f"s{i}" for i in range(len(renditions))]
+        chains.append(f"[{label}]split={len(renditions)}" + "".join(f"[{b}]" for b in branches))
+    args: list[str] = []
+    for i, (rendition, out) in enumerate(renditions):
+        chains.append(
+            f"[{branches[i]}]" + ",".join(_branch_filters(rendition, on_gpu, mode)) + f"[o{i}]"
+        )
+        opts = _encoder_options(rendition, mode, on_gpu, threads)
+        if keyframes_s:
+            opts["force_key_frames"] = ",".join(f"{t:g}" for t in keyframes_s)
+        args += ["-map", f"[o{i}]", *_option_args(opts), str(out)]
+    return ["-filter_complex", ";".join(chains), *args]
+
+
+class EncoderBase(ActivityBase):
+    """Encodes on this worker's hardware: ``mode`` is what the queue it serves promises,
+    ``threads`` the encoder threads per process that the worker's concurrency leaves."""
+
+    def __init__(self, settings: Settings, mode: EncodeMode = "cpu", threads: int = 0) -> None:
+        super().__init__(settings)
+        self.mode = mode
+        self.threads = threads
+
+
+class EncodeActivities(EncoderBase):
+    """A rendition in one piece (short titles, chunking off)."""
+
+    @activity.defn(name="encode_video")
+    async def encode_video(self, input: EncodeVideoInput) -> EncodedMedia:
+        src = await self.local_source(input.source_uri, input.job_id)
+        in_args = [*hwaccel_args(self.mode, input.rotation, [input.rendition]),
+                   *input_args(src, input.container)]  # fmt: skip
+
+        def out_args(part: Path) -> list[str]:
+            return video_output_args(
+                [(input.rendition, part)], mode=self.mode, rotation=input.rotation,
+                threads=self.threads,
+            )  # fmt: skip
+
+        name = input.rendition.name
+        media = await self.encode_to(input.job_id, input.scratch_uri, f"video/{name}.mp4",
+                                     in_args, out_args, name, input.duration_s)  # fmt: skip
+        encoder = encoder_name(input.rendition, self.mode)
+        return media.model_copy(update={"encoder": encoder, "queue": activity.info().task_queue})
