@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from app.cli.samples import make_video
+from app.cli.seaweed import INTERNAL_PORTS, Seaweed
+from app.cli.seaweed import READY_TIMEOUT_S as S3_READY_TIMEOUT_S
+from app.cli.seaweed import STOP_GRACE_S as S3_STOP_GRACE_S
+from app.core.processes import die_with_parent
 from app.observability.search import KEYS
 from app.stratum.functions.ffmpeg import ffmpeg_binary
-from tests.stack import Stack, free_port
+from tests.stack import Stack, free_ports
 
 BIN = Path(sys.executable).parent
+PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 # name -> make_video arguments; tiny so the suite stays fast on 2 cores.
 MEDIA = {
@@ -33,25 +38,51 @@ MEDIA = {
 }
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """moto's standalone S3 server on loopback, one per test module that asks for it."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """The suite's S3: SeaweedFS (``weed server -s3``, app/cli/seaweed.py, as ``cosmos dev
+    --storage s3`` runs it) on loopback, one per session, signed requests with its own key
+    (``client_env()``, ``client()``). Each test module makes buckets of its own."""
+    s3_port, *internal = free_ports(1 + len(INTERNAL_PORTS))
+    server = Seaweed(tmp_path_factory.mktemp("s3"), s3_port, internal)
+    log_path = server.root / "weed.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            server.command(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
+    try:
+        deadline = time.monotonic() + S3_READY_TIMEOUT_S
+        while not server.ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"SeaweedFS did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        proc.terminate()
         try:
-            httpx.get(endpoint, timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
+            proc.wait(timeout=S3_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        server.remove_sockets()
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/plugins/thumbnail-strip installed as a team installs a function package (pip, its
+    entry point in its dist-info), into a folder of its own: put the folder on ``sys.path``
+    (``monkeypatch.syspath_prepend``) or a worker's PYTHONPATH to have the plugin loaded."""
+    root = tmp_path_factory.mktemp("plugins")
+    # a copy: building writes build/ and *.egg-info beside the source
+    source = shutil.copytree(PLUGINS / "thumbnail-strip", root / "thumbnail-strip")
+    target = root / "site-packages"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(target), str(source)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from temporalio.worker import Replayer
 
 from app.plato.workflows.chunks import ChunkRangeWorkflow
 from app.plato.workflows.encode import EncodeWorkflow
+from app.plato.workflows.pipeline import PipelineWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -27,7 +28,8 @@ def test_there_are_histories_to_replay() -> None:
 async def test_history_replays_deterministically(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
     replayer = Replayer(
-        workflows=[EncodeWorkflow, ChunkRangeWorkflow], data_converter=pydantic_data_converter
+        workflows=[EncodeWorkflow, ChunkRangeWorkflow, PipelineWorkflow],
+        data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure

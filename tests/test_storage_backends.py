@@ -1,5 +1,5 @@
-"""The same end-to-end job on both storage backends: the local folder and S3 (moto's standalone
-server on loopback, over HTTP, through boto3)."""
+"""The same end-to-end job on both storage backends: the local folder and S3 (a real S3 server,
+SeaweedFS on loopback, the ``s3_server`` fixture, over HTTP through boto3)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,19 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from app.cli.samples import make_video
+from app.cli.seaweed import Seaweed
 from tests.conftest import BIN
 from tests.media_checks import check_package
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
 BUCKET = "media"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 PROFILES = [{"name": "small", "height": 144, "bitrate_kbps": 200, "preset": "veryfast"}]
 
 
@@ -75,21 +70,18 @@ async def s3_dev_server() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="module")
 def s3_stack(
     s3_dev_server: WorkflowEnvironment,
-    moto_endpoint: str,
+    s3_server: Seaweed,
     media_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Stack, object]]:
-    client = boto3.client("s3", endpoint_url=moto_endpoint, **{
-        "aws_access_key_id": "testing", "aws_secret_access_key": "testing",
-        "region_name": "us-east-1"})  # fmt: skip
+    client = s3_server.client()
     client.create_bucket(Bucket=BUCKET)
     stack = Stack(
         data_dir=tmp_path_factory.mktemp("s3-data"),
         temporal_address=s3_dev_server.client.service_client.config.target_host,
         source_roots=[media_dir],
         extra_env={
-            **CREDENTIALS,
-            "COSMOS_S3_ENDPOINT_URL": moto_endpoint,
+            **s3_server.client_env(),
             "COSMOS_OUTPUT_URI": f"s3://{BUCKET}/outputs",
             "COSMOS_SCRATCH_URI": f"s3://{BUCKET}/scratch",
             "COSMOS_SOURCE_BUCKETS": BUCKET,

@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from app.cli.samples import make_video
+from app.cli.seaweed import Seaweed
 from app.core.models import SubtitleInput, SubtitleMedia, SubtitleRendition
 from app.core.settings import Settings
 from app.media.subtitles import (
@@ -439,21 +440,18 @@ def test_unsafe_track_name_is_refused(sources: dict[str, Path]) -> None:
 
 
 async def test_s3_sidecars_of_one_job_each_get_their_own_download(
-    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3_server: Seaweed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two ``.srt`` sidecars of one job from S3: each track reads its own file (the job
     source's download, one per suffix, would hand the second track the first's file)."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+    for key, value in s3_server.client_env().items():
         monkeypatch.setenv(key, value)
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    s3 = s3_server.client()
     s3.create_bucket(Bucket="subs")
     other = SOURCE_SRT.replace("one", "uno")  # the same size: a shared download would pass
     s3.put_object(Bucket="subs", Key="a/eng.srt", Body=SOURCE_SRT.encode())
     s3.put_object(Bucket="subs", Key="b/fra.srt", Body=other.encode())
-    settings = Settings(data_dir=tmp_path / "data", s3_endpoint_url=moto_endpoint,
+    settings = Settings(data_dir=tmp_path / "data", s3_endpoint_url=s3_server.endpoint,
                         source_buckets="subs")  # fmt: skip
     texts = []
     for name, uri in [("sub-eng", "s3://subs/a/eng.srt"), ("sub-fra", "s3://subs/b/fra.srt")]:

@@ -24,6 +24,7 @@ from app.core.models import (
     RenditionState,
     WorkflowState,
 )
+from app.plato.workflows.pipeline import PipelineResult
 
 STATUS = {
     WorkflowExecutionStatus.RUNNING: JobStatus.RUNNING,
@@ -48,6 +49,7 @@ STAGE_WEIGHTS = {
     "publish": 0.03,
 }
 QUERY_TIMEOUT = timedelta(seconds=3)
+PIPELINE_TYPE = "PipelineWorkflow"
 
 
 def overall_progress(stage: str, renditions: list[RenditionState]) -> float:
@@ -131,16 +133,34 @@ def _failure(err: BaseException) -> ErrorInfo:
     return ErrorInfo(type=type(cause).__name__, message=str(cause) or "the job did not finish")
 
 
+def _as_encode_result(result: PipelineResult) -> EncodeResult | PipelineResult:
+    """A pipeline run reports like an encode job: its manifests where it published some."""
+    if result.manifests is None:
+        return result
+    return EncodeResult(
+        job_id=result.job_id,
+        manifests=result.manifests,
+        renditions=[],
+        dropped=[],
+        stage_seconds=result.stage_seconds,
+    )
+
+
 async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_url: str) -> JobView:
     status = STATUS.get(desc.status or WorkflowExecutionStatus.RUNNING, JobStatus.RUNNING)
-    handle = client.get_workflow_handle(desc.id, run_id=desc.run_id, result_type=EncodeResult)
+    pipeline = desc.workflow_type == PIPELINE_TYPE
+    handle = client.get_workflow_handle(
+        desc.id, run_id=desc.run_id, result_type=PipelineResult if pipeline else EncodeResult
+    )
     state: WorkflowState | None = None
     error: ErrorInfo | None = None
-    result: EncodeResult | None = None
+    result: EncodeResult | PipelineResult | None = None
     stage: str | None
 
     if status is JobStatus.SUCCEEDED:
         result = await handle.result()
+        if isinstance(result, PipelineResult):
+            result = _as_encode_result(result)
     elif status in (JobStatus.FAILED, JobStatus.CANCELLED):
         try:
             await handle.result()
@@ -154,7 +174,10 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
         except Exception:  # no worker to answer right now: report what describe knows
             state = None
 
-    if result is not None:
+    if isinstance(result, PipelineResult):  # finished without publishing anything
+        renditions, stage, dropped, source, not_carried = [], "done", [], None, []
+        manifests, progress, stage_seconds = None, 1.0, result.stage_seconds
+    elif result is not None:
         renditions, stage, dropped = result.renditions, "done", result.dropped
         source, not_carried = result.source, result.not_carried
         manifests, progress = result.manifests, 1.0

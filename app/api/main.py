@@ -8,7 +8,17 @@ from fastapi import Depends, FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from app.api import errors
-from app.api.routers import codec, encode, health, inspect, jobs, pages, workers
+from app.api.routers import (
+    codec,
+    encode,
+    functions,
+    health,
+    inspect,
+    jobs,
+    pages,
+    pipelines,
+    workers,
+)
 from app.api.security import BodyLimit, require_api_key
 from app.core.settings import Settings, get_settings
 from app.observability.metrics import SubmissionMetrics, setup_metrics
@@ -42,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, dependencies=protected)
     app.include_router(inspect.router, dependencies=protected)
     app.include_router(workers.router, dependencies=protected)
+    app.include_router(functions.router, dependencies=protected)
+    app.include_router(pipelines.router, dependencies=protected)
     app.include_router(codec.router, dependencies=protected)
     # The job pages: public shells and static files; the outputs behind the key (pages.py).
     app.include_router(pages.router)

@@ -28,11 +28,7 @@ def require_api_key(
     if not keys:
         return
     given = key or (token.credentials if token else None)
-    # compare against every key, always, so timing says nothing about which one nearly matched
-    matched = False
-    for candidate in keys:
-        matched |= given is not None and hmac.compare_digest(given.encode(), candidate.encode())
-    if not matched:
+    if not _matches(given, [*keys, *settings.admin_api_key_list]):  # an admin key is a key too
         raise HTTPException(
             status_code=401,
             detail="missing or invalid API key",
@@ -40,6 +36,38 @@ def require_api_key(
         )
     if given is not None:  # who asked, for visibility: an id, never the key
         request.state.api_key_id = key_id(given)
+
+
+def _matches(given: str | None, keys: list[str]) -> bool:
+    """Compared against every key, always, so timing says nothing about which one nearly
+    matched."""
+    matched = False
+    for candidate in keys:
+        matched |= given is not None and hmac.compare_digest(given.encode(), candidate.encode())
+    return matched
+
+
+def require_admin_key(
+    request: Request,
+    key: Annotated[str | None, Depends(api_key_header)],
+    token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """One of ``COSMOS_ADMIN_API_KEYS`` (registering command functions): 401 without a key,
+    403 with one that is not an admin's (or where no admin key is configured)."""
+    settings: Settings = request.app.state.settings
+    given = key or (token.credentials if token else None)
+    if given is None:
+        raise HTTPException(
+            status_code=401,
+            detail="an admin API key is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not _matches(given, settings.admin_api_key_list):
+        raise HTTPException(
+            status_code=403,
+            detail="this needs an admin API key (COSMOS_ADMIN_API_KEYS)",
+        )
+    request.state.api_key_id = key_id(given)
 
 
 def requester(request: Request) -> str:

@@ -1,15 +1,17 @@
 """``cosmos dev``: the whole embedded stack in one foreground process group.
 
-Temporal's dev server (SQLite under the data dir), a CPU worker (a GPU worker where NVML finds
-one) and the API. Ctrl-C or SIGTERM stops every child; children also die with this process
-(PR_SET_PDEATHSIG), so nothing is orphaned and no port stays taken.
+Temporal's dev server (SQLite under the data dir), N CPU workers sharing the cores (a GPU
+worker where NVML finds one), the API and, with ``--storage s3``, a SeaweedFS S3 server under
+the data dir that every job then goes through. Each child is supervised
+(``app.cli.supervisor``): one that exits unexpectedly is restarted with a backoff, and given
+up on only after repeated failures. Ctrl-C or SIGTERM stops every child; children also die
+with this process (PR_SET_PDEATHSIG), so nothing is orphaned and no port stays taken.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,15 +19,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import Literal
 
 import httpx
 
-from app.core.processes import die_with_parent
+from app.cli.seaweed import INTERNAL_PORTS, Seaweed, SeaweedError
+from app.cli.seaweed import READY_TIMEOUT_S as S3_READY_TIMEOUT_S
+from app.cli.seaweed import STOP_GRACE_S as S3_STOP_GRACE_S
+from app.cli.supervisor import RestartPolicy, Supervisor
 from app.observability.search import dev_server_args
 from app.stratum.gpu import has_gpu
 
 STOP_GRACE_S = 15.0
+BUCKET = "cosmos"
+"""``--storage s3``: outputs under ``s3://cosmos/outputs``, scratch under ``s3://cosmos/scratch``."""
+SOURCES_BUCKET = "sources"
+"""``--storage s3``: the bucket sources may be read from (``COSMOS_SOURCE_BUCKETS``)."""
+Storage = Literal["local", "s3"]
+# Credentials of another S3 that must not ride along with the embedded server's.
+FOREIGN_AWS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL",
+               "AWS_ENDPOINT_URL_S3")  # fmt: skip
 
 
 class DevError(RuntimeError):
@@ -75,6 +88,8 @@ def spare_ports(count: int, taken: set[int]) -> list[int]:
 def wait_ready(
     check: Callable[[], bool], timeout: float, proc: subprocess.Popen[bytes], name: str
 ) -> None:
+    """Startup waits on ``check``; a child that dies meanwhile stops the start (a port taken,
+    a broken install): restarts are for a stack that once came up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -100,18 +115,32 @@ def api_ready(url: str) -> bool:
         return False
 
 
+def cores_per_worker(workers: int, cores: int | None = None) -> int:
+    """``--workers N`` share the machine: each sizes its encode slots and encoder threads for
+    its share of the cores (``COSMOS_WORKER_CORES``), at least one."""
+    return max(1, (cores or os.cpu_count() or 1) // max(1, workers))
+
+
 @dataclass
 class Stack:
     data_dir: Path
     api_port: int = 8000
     temporal_port: int = 7233
     ui_port: int = 8233
-    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-    logs: list[IO[bytes]] = field(default_factory=list)
+    workers: int = 1
+    storage: Storage = "local"
+    s3_port: int = 8333
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    say: Callable[[str], None] = print
+    supervisor: Supervisor = field(init=False)
+    s3: Seaweed | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.policy, say=self.say)
 
     @property
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             "COSMOS_DATA_DIR": str(self.data_dir),
             "COSMOS_TEMPORAL_ADDRESS": f"127.0.0.1:{self.temporal_port}",
@@ -119,37 +148,61 @@ class Stack:
             "COSMOS_API_URL": f"http://127.0.0.1:{self.api_port}",
             "PYTHONUNBUFFERED": "1",
         }
+        if self.s3 is not None:
+            for name in FOREIGN_AWS:
+                env.pop(name, None)
+            env.update(self.s3.client_env())
+            env["COSMOS_OUTPUT_URI"] = f"s3://{BUCKET}/outputs"
+            env["COSMOS_SCRATCH_URI"] = f"s3://{BUCKET}/scratch"
+            env["COSMOS_SOURCE_BUCKETS"] = SOURCES_BUCKET
+        return env
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
-        log_dir = self.data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log = (log_dir / f"{name}.log").open("ab")
-        self.logs.append(log)
-        proc = subprocess.Popen(
-            cmd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-        self.children.append((name, proc))
-        return proc
+    @property
+    def worker_names(self) -> list[str]:
+        return [f"worker-cpu-{i}" for i in range(1, self.workers + 1)]
+
+    def spawn(
+        self, name: str, cmd: list[str], env: dict[str, str] | None = None,
+        stop_grace_s: float = STOP_GRACE_S,
+    ) -> subprocess.Popen[bytes]:  # fmt: skip
+        log = self.data_dir / "logs" / f"{name}.log"
+        return self.supervisor.spawn(name, cmd, env or self.env, log, stop_grace_s)
+
+    def pid(self, name: str) -> int | None:
+        return self.supervisor.child(name).pid
 
     def start(self) -> None:
+        """Everything up and ready, then supervised. A child that dies while the stack starts
+        fails the start (DevError)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for port, flag in (
+        if self.workers < 1:
+            raise DevError("--workers must be at least 1")
+        ports = [
             (self.api_port, "--api-port"),
             (self.temporal_port, "--temporal-port"),
             (self.ui_port, "--ui-port"),
-        ):
+        ]
+        if self.storage == "s3":
+            ports.append((self.s3_port, "--s3-port"))
+        for port, flag in ports:
             if not port_free(port):
                 raise DevError(f"port {port} is in use; choose another with {flag}")
-        http_port, metrics_port = spare_ports(2, {self.api_port, self.temporal_port, self.ui_port})
+        http_port, metrics_port, *internal = spare_ports(
+            2 + len(INTERNAL_PORTS), {port for port, _ in ports}
+        )
+        weed = None
+        if self.storage == "s3":
+            origins = [f"http://127.0.0.1:{self.api_port}", f"http://localhost:{self.api_port}"]
+            self.s3 = Seaweed(self.data_dir / "s3", self.s3_port, internal, origins)
+            try:
+                command = self.s3.command()
+            except SeaweedError as err:
+                raise DevError(str(err)) from None
+            weed = self.spawn("s3", command, stop_grace_s=S3_STOP_GRACE_S)
         temporal = self.spawn(
             "temporal",
             [
@@ -165,8 +218,16 @@ class Stack:
             ],
         )  # fmt: skip
         wait_ready(lambda: port_open(self.temporal_port), 60, temporal, "the Temporal dev server")
+        if self.s3 is not None and weed is not None:
+            wait_ready(self.s3.ready, S3_READY_TIMEOUT_S, weed, "the S3 server (SeaweedFS)")
+            self.s3.create_buckets(BUCKET, SOURCES_BUCKET)
         python = sys.executable
-        self.spawn("worker-cpu", [python, "-m", "workers.cpu.main"])
+        cores = cores_per_worker(self.workers)
+        for name in self.worker_names:
+            env = {**self.env, "COSMOS_WORKER_NAME": name}
+            if self.workers > 1:
+                env.setdefault("COSMOS_WORKER_CORES", str(cores))
+            self.spawn(name, [python, "-m", "workers.cpu.main"], env)
         if has_gpu():
             self.spawn("worker-gpu", [python, "-m", "workers.gpu.main"])
         api = self.spawn(
@@ -177,25 +238,23 @@ class Stack:
             ],
         )  # fmt: skip
         wait_ready(lambda: api_ready(self.api_url), 60, api, "the API")
+        self.supervisor.watch()
 
-    def check(self) -> str | None:
-        """The name of a child that died, if one did."""
-        for name, proc in self.children:
-            if proc.poll() is not None:
-                return f"{name} exited with status {proc.returncode}"
-        return None
+    def source_uri(self, path: Path) -> str:
+        """What a job names as its source: the file, or (``--storage s3``) its copy in the
+        sources bucket, uploaded once."""
+        if self.s3 is None:
+            return str(path)
+        client = self.s3.client()
+        key = path.name
+        found = client.list_objects_v2(Bucket=SOURCES_BUCKET, Prefix=key).get("Contents", [])
+        if not any(obj["Key"] == key for obj in found):
+            client.upload_file(str(path), SOURCES_BUCKET, key)
+        return f"s3://{SOURCES_BUCKET}/{key}"
 
     def stop(self) -> None:
-        """SIGTERM in reverse start order (API and workers drain before the server goes)."""
-        for _, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for _, proc in reversed(self.children):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for log in self.logs:
-            log.close()
+        """No more restarts; SIGTERM to every child in reverse start order (API and workers
+        drain before the servers go), SIGKILL to those left after their grace."""
+        self.supervisor.stop()
+        if self.s3 is not None:
+            self.s3.remove_sockets()

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from app.cli.client import api_client
-from app.cli.dev import DevError, Stack
+from app.cli.dev import BUCKET, SOURCES_BUCKET, DevError, Stack
 from app.cli.follow import FollowError, follow
 from app.cli.samples import make_video
 from app.core.models import JobList, JobStatus, JobView, ProbeResult, VideoInfo
@@ -29,6 +29,8 @@ from app.core.settings import get_settings
 app = typer.Typer(help="Cosmos: media encoding on Temporal.", no_args_is_help=True)
 worker_app = typer.Typer(help="Run a worker pool.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
+pipeline_app = typer.Typer(help="Plato pipelines: YAML rules over functions.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
 
 
 def _fail(message: str) -> None:
@@ -114,14 +116,35 @@ def dev(
     ui_port: Annotated[int, typer.Option(help="Temporal Web UI port.")] = 8233,
     data_dir: Annotated[Path, typer.Option(help="State, samples and outputs.")] = Path(".cosmos"),
     no_sample: Annotated[bool, typer.Option("--no-sample", help="Skip the sample job.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="CPU worker processes; they share the cores.")
+    ] = 1,
+    storage: Annotated[
+        str,
+        typer.Option(
+            help="local: outputs and scratch under the data dir; s3: an embedded SeaweedFS S3"
+            " server under <data dir>/s3 holds sources, scratch and outputs."
+        ),
+    ] = "local",
+    s3_port: Annotated[int, typer.Option(help="S3 port of --storage s3.")] = 8333,
 ) -> None:
-    """Start the embedded stack (Temporal dev server, workers, API), run a sample, keep serving."""
-    stack = Stack(data_dir.resolve(), api_port, temporal_port, ui_port)
-    stopping = False
+    """Start the embedded stack (Temporal dev server, workers, API), run a sample, keep serving.
+    A child that exits unexpectedly is restarted (1 s backoff doubling to 30 s)."""
+    if storage not in ("local", "s3"):
+        raise typer.BadParameter("local or s3", param_hint="--storage")
+    stack = Stack(
+        data_dir.resolve(), api_port, temporal_port, ui_port, workers=workers,
+        storage="s3" if storage == "s3" else "local", s3_port=s3_port, say=typer.echo,
+    )  # fmt: skip
+    stopping = serving = False
 
     def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if stopping:
+            return
         stopping = True
+        if not serving:  # starting or running the sample: stop there
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -131,6 +154,13 @@ def dev(
         typer.echo(f"API      {stack.api_url}  (docs: {stack.api_url}/docs)")
         typer.echo(f"Web UI   http://localhost:{ui_port}")
         typer.echo(f"Jobs     {stack.api_url}/jobs  (each job's page plays its outputs)")
+        if stack.s3 is not None:
+            typer.echo(
+                f"S3       {stack.s3.endpoint}  (SeaweedFS; buckets {SOURCES_BUCKET}, {BUCKET};"
+                f" its key and secret in {stack.s3.config_path})"
+            )
+        pids = ", ".join(f"{name} (pid {stack.pid(name)})" for name in stack.worker_names)
+        typer.echo(f"workers  {pids}")
         typer.echo(f"logs     {stack.data_dir / 'logs'}")
         if not no_sample:
             sample = stack.data_dir / "samples" / "sample.mp4"
@@ -138,7 +168,7 @@ def dev(
                 make_video(sample, seconds=6, width=1280, height=720, rate="30")
             response = _request(
                 stack.api_url, "POST", "/v1/encode",
-                json={"source": str(sample), "profiles": ["720p", "480p", "360p"]},
+                json={"source": stack.source_uri(sample), "profiles": ["720p", "480p", "360p"]},
             )  # fmt: skip
             if response.status_code != 202:
                 _fail(f"sample submission refused: {response.status_code} {response.text}")
@@ -148,12 +178,13 @@ def dev(
             )
             _print_outcome(_follow(stack.api_url, job["job_id"]))
             typer.echo(f"  Job page: {stack.api_url}/jobs/{job['job_id']}")
-        typer.echo("serving; Ctrl-C stops everything")
+        serving = True
+        if not stopping:
+            typer.echo("serving; Ctrl-C stops everything")
         while not stopping:
-            died = stack.check()
-            if died:
-                _fail(f"{died}; see {stack.data_dir / 'logs'}")
-            time.sleep(0.5)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
     except DevError as err:
         _fail(str(err))
     finally:
@@ -468,6 +499,108 @@ def replay(
     if not report.deterministic:
         _fail(f"replay failed: {report.workflow_id}: {report.divergence}")
     typer.secho(f"deterministic: {report.workflow_id} ({report.events} events)", fg="green")
+
+
+def _definition_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        _fail(f"cannot read {file}: {err}")
+        raise AssertionError from err  # unreachable
+
+
+def _print_issues(errors: list[dict[str, Any]], file: str) -> None:
+    for issue in errors:
+        typer.secho(
+            f"{file}:{issue['line']}:{issue['column']}: {issue['message']}",
+            fg=typer.colors.RED,
+            err=True,
+        )
+
+
+@pipeline_app.command("validate")
+def pipeline_validate(file: Path) -> None:
+    """Check a definition here, against the functions installed beside this CLI."""
+    from app.plato.functions import parse
+    from app.plato.rules.validate import DefinitionError
+
+    try:
+        definition = parse(_definition_text(file), get_settings())
+    except DefinitionError as err:
+        _print_issues([vars(e) for e in err.errors], str(file))
+        raise typer.Exit(1) from None
+    typer.secho(f"{file}: {definition.id} is valid ({definition.version})", fg="green")
+
+
+@pipeline_app.command("register")
+def pipeline_register(file: Path, api_url: ApiUrl = None) -> None:
+    """Register a definition (the same text again is the same version)."""
+    response = _request(
+        api_url,
+        "POST",
+        "/v1/pipelines",
+        content=_definition_text(file).encode(),
+        headers={"Content-Type": "application/yaml"},
+    )
+    if response.status_code == 422 and "errors" in response.json():
+        _print_issues(response.json()["errors"], str(file))
+        raise typer.Exit(1)
+    if response.status_code not in (200, 201):
+        _fail(f"refused ({response.status_code}): {_detail(response)}")
+    body = response.json()
+    new = "registered" if response.status_code == 201 else "already registered"
+    typer.echo(f"{body['id']} {new}: {body['version']} ({', '.join(body['steps'])})")
+
+
+@pipeline_app.command("list")
+def pipeline_list(api_url: ApiUrl = None) -> None:
+    """The registered pipelines and their latest versions."""
+    response = _request(api_url, "GET", "/v1/pipelines")
+    if response.status_code != 200:
+        _fail(f"refused ({response.status_code}): {_detail(response)}")
+    table = Table("pipeline", "latest version", "versions", "registered", "steps", box=None)
+    for item in response.json():
+        latest = item["latest"]
+        table.add_row(
+            escape(item["id"]),
+            latest["version"][:19],
+            str(item["versions"]),
+            _when(datetime.fromisoformat(latest["created_at"])),
+            escape(", ".join(latest["steps"])),
+        )
+    _console().print(table)
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    pipeline_id: str,
+    input: Annotated[str, typer.Option("--input", help="The run input, JSON.")] = "{}",
+    version: Annotated[str | None, typer.Option(help="A registered version.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show its progress until it ends; exit 0 on success.")
+    ] = False,
+    api_url: ApiUrl = None,
+) -> None:
+    """Run a registered pipeline."""
+    try:
+        value = json.loads(input)
+    except json.JSONDecodeError as err:
+        raise typer.BadParameter(f"--input is not JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter("--input must be a JSON object")
+    body: dict[str, Any] = {"input": value}
+    if version:
+        body["version"] = version
+    response = _request(api_url, "POST", f"/v1/pipelines/{pipeline_id}/runs", json=body)
+    if response.status_code != 202:
+        _fail(f"refused ({response.status_code}): {_detail(response)}")
+    job = response.json()
+    typer.echo(json.dumps(job, indent=2))
+    if wait:
+        view = _follow(api_url, job["job_id"])
+        _print_outcome(view)
+        if view.status is not JobStatus.SUCCEEDED:
+            raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -792,6 +792,99 @@ class NotifyInput(Strict):
     manifests: Manifests | None = None
 
 
+# ---------------------------------------------------------------- pipeline functions
+# The inputs and outputs of the built-in functions a Plato rule names as steps
+# (app/stratum/builtins.py). The pipeline runtime fills job_id, scratch_uri, output_uri and
+# webhook_url from the run itself (app/stratum/catalog.py).
+
+SourceRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        description="Path, file:// or s3:// URI; checked as POST /v1/encode checks a source "
+        "(under the allowed roots, or in an allowed bucket).",
+    ),
+]
+
+
+class ProbeSourceInput(Strict):
+    job_id: str
+    source: SourceRef
+
+
+class EncodeSegmentInput(Strict):
+    job_id: str
+    scratch_uri: str
+    source: SourceRef
+    probe: ProbeResult
+    profile: ProfileName | CustomProfile = Field(
+        description="A preset name (720p, 480p, ...) or an inline rung."
+    )
+    codec: Codec = "h264"
+    segment_seconds: int = Field(4, ge=1, le=10, description="HLS/DASH segment (and GOP) length.")
+
+
+class EncodeSegmentOutput(Strict):
+    """One rendition, encoded whole into scratch; or the profile dropped (it would upscale)."""
+
+    rendition: Rendition | None = Field(description="None: the profile was dropped.")
+    media: EncodedMedia | None = Field(description="None: the profile was dropped.")
+    dropped: DroppedProfile | None = None
+
+
+class MuxFinalInput(Strict):
+    job_id: str
+    scratch_uri: str
+    source: SourceRef
+    probe: ProbeResult
+    videos: list[EncodeSegmentOutput] = Field(
+        min_length=1, max_length=64, description="encode-segment's outputs (dropped ones too)."
+    )
+    segment_seconds: int = Field(4, ge=1, le=10, description="As the videos were encoded.")
+    audio: list[EncodedMedia] | None = Field(
+        None,
+        max_length=32,
+        description="Audio already encoded, packaged as it is; default: every source audio "
+        "track encoded here (AAC stereo), as POST /v1/encode does.",
+    )
+    thumbnails: ThumbnailOptions | None = Field(
+        None, description="Trick-play thumbnails and a poster; default: none."
+    )
+
+
+class MuxFinalOutput(PackageResult):
+    """The package in staging, and what publish-manifest reports of its tracks."""
+
+    segment_seconds: int
+    audio_tracks: list[AudioRendition] = []
+    audio_media: list[EncodedMedia] = Field(default_factory=list, description="Plan order.")
+    subtitle_tracks: list[SubtitleRendition] = []
+    subtitle_media: list[SubtitleMedia] = []
+    not_carried: list[NotCarried] = []
+
+
+class PublishManifestInput(Strict):
+    job_id: str
+    output_uri: str
+    source: SourceRef
+    probe: ProbeResult
+    videos: list[EncodeSegmentOutput] = Field(min_length=1, max_length=64)
+    package: MuxFinalOutput
+    stage_seconds: dict[str, float] = {}
+
+
+class NotifyOncallInput(Strict):
+    job_id: str
+    error: ErrorInfo | None = None
+    webhook_url: str | None = None
+    step: str | None = Field(None, description="The step that failed, where known.")
+
+
+class NotifyOncallOutput(Strict):
+    notified: bool = Field(description="The job's webhook was called (false: none, logged only).")
+
+
 # ---------------------------------------------------------------- job state (query, result, API)
 
 

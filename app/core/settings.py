@@ -27,6 +27,18 @@ class Settings(BaseSettings):
     scratch_uri: str | None = Field(
         None, description="Intermediate files; default file://<data dir>/scratch."
     )
+    pipelines_uri: str | None = Field(
+        None, description="Registered Plato definitions; default file://<data dir>/pipelines."
+    )
+    pipeline_max_firings: int = Field(
+        2000, ge=1, description="Rule firings one pipeline run may make (the runaway guard)."
+    )
+    pipeline_max_firings_ceiling: int = Field(
+        100_000, ge=1, description="The most a definition's own max_firings may raise it to."
+    )
+    pipeline_max_parallel: int = Field(
+        8, ge=1, le=1000, description="Fan-out items one run keeps in flight, by default."
+    )
     web_ui_url: str = Field("http://localhost:8233", description="Temporal Web UI base URL.")
     api_url: str = Field("http://127.0.0.1:8000", description="Where the CLI finds the API.")
     ffmpeg_path: str | None = Field(
@@ -38,6 +50,15 @@ class Settings(BaseSettings):
     )
     worker_max_activities: int | None = Field(
         None, ge=1, description="Concurrent activities per worker; default from the core count."
+    )
+    worker_cores: int | None = Field(
+        None,
+        ge=1,
+        description="Cores this worker sizes its encodes for (its share when several workers"
+        " share a machine, as `cosmos dev --workers N` runs them); default all of them.",
+    )
+    worker_name: str = Field(
+        "", description="Added to this worker's Temporal identity (pid@host NAME)."
     )
     worker_shutdown_grace_s: float = Field(
         30.0, ge=0, description="How long a stopping worker lets running work finish."
@@ -55,11 +76,21 @@ class Settings(BaseSettings):
         "", description="Comma-separated API keys; when set, every endpoint but health needs one."
     )
     api_key: str | None = Field(None, description="The key the CLI sends (default: the first).")
+    admin_api_keys: str = Field(
+        "",
+        description="Comma-separated admin API keys: they may also register command functions"
+        " (POST /v1/functions); none by default.",
+    )
+    command_programs: str = Field(
+        "ffmpeg",
+        description="Comma-separated programs a command function may run (ffmpeg: the"
+        " platform's own ffmpeg binary; others are looked up on PATH).",
+    )
     webhook_allowed_hosts: str = Field(
         "", description="Comma-separated webhook hosts allowed although private or loopback."
     )
     s3_endpoint_url: str | None = Field(
-        None, description="S3-compatible endpoint (MinIO, moto); AWS S3 when unset."
+        None, description="S3-compatible endpoint (MinIO, SeaweedFS); AWS S3 when unset."
     )
     source_buckets: str = Field(
         "", description="Comma-separated S3 buckets sources may be read from."
@@ -113,6 +144,14 @@ class Settings(BaseSettings):
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
 
     @property
+    def admin_api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.admin_api_keys.split(",") if k.strip()]
+
+    @property
+    def command_program_set(self) -> set[str]:
+        return {p.strip() for p in self.command_programs.split(",") if p.strip()}
+
+    @property
     def webhook_hosts(self) -> set[str]:
         return {h.strip() for h in self.webhook_allowed_hosts.split(",") if h.strip()}
 
@@ -131,6 +170,10 @@ class Settings(BaseSettings):
     @property
     def resolved_scratch_uri(self) -> str:
         return self.scratch_uri or (self.data_path / "scratch").as_uri()
+
+    @property
+    def resolved_pipelines_uri(self) -> str:
+        return self.pipelines_uri or (self.data_path / "pipelines").as_uri()
 
     def workflow_ui_link(self, workflow_id: str) -> str:
         return f"{self.web_ui_url.rstrip('/')}/namespaces/{self.namespace}/workflows/{workflow_id}"

@@ -25,6 +25,7 @@ class Store(Protocol):
     def exists(self, uri: str) -> bool: ...
     def size(self, uri: str) -> int: ...
     def read_bytes(self, uri: str, limit: int) -> bytes: ...
+    def names(self, prefix: str) -> list[str]: ...
     def download(self, uri: str, dest: Path) -> None: ...
     def upload(self, src: Path, uri: str) -> None: ...
     def upload_tree(self, src: Path, prefix: str, last: Sequence[str] = ()) -> None: ...
@@ -56,6 +57,11 @@ class LocalStore:
         if len(data) > limit:
             raise ValueError(f"{uri} is over {limit} bytes")
         return data
+
+    def names(self, prefix: str) -> list[str]:
+        """Every object under ``prefix``, as paths relative to it."""
+        root = uri_to_path(prefix)
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
     def download(self, uri: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -161,6 +167,11 @@ class S3Store:
             Bucket=bucket, Prefix=key.rstrip("/") + "/"
         )
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+    def names(self, prefix: str) -> list[str]:
+        """Every object under ``prefix``, as paths relative to it."""
+        _, key = self._split(prefix)
+        return sorted(k[len(key.rstrip("/")) + 1 :] for k in self.keys(prefix))
 
     def copy_tree(self, src_prefix: str, dst_prefix: str, last: Sequence[str] = ()) -> None:
         """Server-side copies: the bytes never come through this worker."""

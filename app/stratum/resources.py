@@ -40,19 +40,30 @@ def gpu_slots(gpus: int, sessions_per_gpu: int, shape: ResourceShape = ENCODE_GP
     return max(1, gpus * sessions_per_gpu // max(1, shape.gpu_sessions))
 
 
+def machine_share(cores: int | None = None) -> tuple[int, int]:
+    """The cores and memory (MiB) one worker sizes itself for: the whole machine, or ``cores``
+    of it (``COSMOS_WORKER_CORES``, when several workers share the machine) and the same share
+    of its memory."""
+    total = os.cpu_count() or 1
+    memory_mib = machine_memory_mib()
+    if cores is None or cores >= total:
+        return total, memory_mib
+    return cores, max(1, memory_mib * cores // total)
+
+
 def threads_per_job(slots: int, cores: int | None = None) -> int:
     """Encoder threads per process so that ``slots`` processes share the cores."""
     return max(1, (cores or os.cpu_count() or 1) // slots)
 
 
-def encode_slots(worker_max_activities: int | None = None) -> int:
+def encode_slots(worker_max_activities: int | None = None, cores: int | None = None) -> int:
     """Encodes sized to run at once: the operator's figure (``COSMOS_WORKER_MAX_ACTIVITIES``),
-    else what this machine's cores and memory fit by the encode's resource shape. Encoder
-    threads are cut to fit these."""
-    return worker_max_activities or cpu_slots(ENCODE_CPU)
+    else what this worker's share of the cores and memory (``cores``: all of them when unset)
+    fits by the encode's resource shape. Encoder threads are cut to fit these."""
+    return worker_max_activities or cpu_slots(ENCODE_CPU, *machine_share(cores))
 
 
-def worker_concurrency(worker_max_activities: int | None = None) -> int:
+def worker_concurrency(worker_max_activities: int | None = None, cores: int | None = None) -> int:
     """The encode slots plus one, so that probes and bookkeeping are not stuck behind
     encodes (and do not halve every encoder's threads)."""
-    return worker_max_activities or encode_slots() + 1
+    return worker_max_activities or encode_slots(cores=cores) + 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -16,6 +18,7 @@ from app.observability.telemetry import setup_logging, setup_tracing
 from app.plato.workflows.chunks import ChunkRangeWorkflow
 from app.plato.workflows.encode import EncodeWorkflow
 from app.plato.workflows.inspect import InspectWorkflow
+from app.plato.workflows.pipeline import PipelineWorkflow
 from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE
 from app.stratum.registry import cpu_activities
 from app.stratum.resources import worker_concurrency
@@ -24,18 +27,29 @@ from workers.runner import run_until_signal
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 
 
+def identity(settings: Settings) -> str:
+    """``pid@host``, and the worker's name where it has one (``cosmos dev`` names its
+    workers ``worker-cpu-1`` ...), as Temporal lists its pollers."""
+    name = settings.worker_name.strip()
+    return f"{os.getpid()}@{socket.gethostname()}" + (f" {name}" if name else "")
+
+
 def build_workers(client: Client, settings: Settings) -> list[Worker]:
     return [
         Worker(
             client,
             task_queue=WORKFLOW_QUEUE,
-            workflows=[EncodeWorkflow, ChunkRangeWorkflow, InspectWorkflow],
+            identity=identity(settings),
+            workflows=[EncodeWorkflow, ChunkRangeWorkflow, InspectWorkflow, PipelineWorkflow],
         ),
         Worker(
             client,
             task_queue=CPU_QUEUE,
             activities=cpu_activities(settings, client),
-            max_concurrent_activities=worker_concurrency(settings.worker_max_activities),
+            identity=identity(settings),
+            max_concurrent_activities=worker_concurrency(
+                settings.worker_max_activities, settings.worker_cores
+            ),
             graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
             # Progress reaches the API through heartbeat details: send them often enough.
             default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,

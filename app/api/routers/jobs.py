@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import documented
 from app.api.events import HEADERS, OPENAPI_200, EventStream, job_events
-from app.api.job_view import STATUS, job_view
+from app.api.job_view import PIPELINE_TYPE, STATUS, job_view
 from app.core.models import Codec, JobList, JobStatus, JobSummary, JobView, Manifests
 from app.observability.search import CODEC, SOURCE, quoted, registered, source_prefix
 from app.observability.search import STATUS as STATUS_KEY
@@ -28,6 +28,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=documented(401, 5
 
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
 WORKFLOW_TYPE = "EncodeWorkflow"
+JOB_TYPES = (WORKFLOW_TYPE, PIPELINE_TYPE)
+"""Workflows that are jobs: an encode, or a Plato pipeline run."""
 VISIBILITY_STATUS = {
     JobStatus.PENDING: ["Running"],
     JobStatus.RUNNING: ["Running"],
@@ -47,7 +49,7 @@ async def _describe(
         if err.status == RPCStatusCode.NOT_FOUND:
             raise HTTPException(status_code=404, detail=f"no job {job_id!r}") from None
         raise
-    if desc.workflow_type != WORKFLOW_TYPE:
+    if desc.workflow_type not in JOB_TYPES:
         raise HTTPException(status_code=404, detail=f"no job {job_id!r}")
     return handle, desc
 
@@ -149,7 +151,7 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
     visible = await registered.names(client, settings.namespace)
-    query = f'WorkflowType = "{WORKFLOW_TYPE}"'
+    query = "(" + " OR ".join(f'WorkflowType = "{t}"' for t in JOB_TYPES) + ")"
     if status is not None:
         query += " AND " + _status_query(status, STATUS_KEY.name in visible)
     if codec is not None:
