@@ -20,7 +20,14 @@ from temporalio.worker import Worker
 
 from app.plato.rules.parse import parse_definition
 from app.plato.rules.validate import FunctionSchemas
-from app.plato.workflows.pipeline import PipelineResult, PipelineRun, PipelineWorkflow, StepRuntime
+from app.plato.workflows.pipeline import (
+    BATCH_ITEMS,
+    FanoutBatchWorkflow,
+    PipelineResult,
+    PipelineRun,
+    PipelineWorkflow,
+    StepRuntime,
+)
 
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "encode-workflow-v3.yaml"
 QUEUE = "pipeline-test"
@@ -130,7 +137,10 @@ async def run(
         **overrides,
     )
     async with Worker(
-        client, task_queue=QUEUE, workflows=[PipelineWorkflow], activities=calls.activities()
+        client,
+        task_queue=QUEUE,
+        workflows=[PipelineWorkflow, FanoutBatchWorkflow],
+        activities=calls.activities(),
     ):
         result: PipelineResult = await client.execute_workflow(
             PipelineWorkflow.run, request, id=request.job_id, task_queue=QUEUE,
@@ -221,12 +231,31 @@ workflow:
 
 
 async def test_a_fanout_of_a_thousand_stays_within_history_bounds(client: Client) -> None:
+    """Past BATCH_ITEMS the items run in child workflows: the parent's history holds a few
+    events per child, each child's a few per item, all far under Temporal's bounds."""
     calls = Calls()
     result = await run(client, FANOUT.format(limit=2000), calls, {"items": list(range(1000))})
     assert sorted(a["n"] for s, a in calls.log if s == "tick") == list(range(1000))
     assert [o["n"] for o in result.outputs["tick"]] == list(range(1000))
     history = await client.get_workflow_handle(result.job_id).fetch_history()
-    assert len(history.events) < 10_000, len(history.events)
+    children = [
+        e
+        for e in history.events
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+    assert len(children) == 1000 // BATCH_ITEMS
+    assert len(history.events) < 200, len(history.events)
+    for n in range(1, len(children) + 1):
+        child = await client.get_workflow_handle(f"{result.job_id}-tick-{n}").fetch_history()
+        assert len(child.events) < 10_000, len(child.events)
+
+
+async def test_a_failing_item_in_a_child_fails_the_run_with_its_cause(client: Client) -> None:
+    calls = Calls(fail={"tick": 99})
+    with pytest.raises(WorkflowFailureError) as info:
+        await run(client, FANOUT.format(limit=2000), calls, {"items": list(range(300))},
+                  retry={"max_attempts": 1})  # fmt: skip
+    assert "tick failed: tick broke on purpose" in str(info.value.cause)
 
 
 async def test_the_runaway_guard_fails_a_fanout_before_it_starts(client: Client) -> None:

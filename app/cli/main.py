@@ -88,6 +88,20 @@ def _follow(api_url: str | None, job_id: str) -> JobView:
         raise AssertionError from err  # unreachable
 
 
+def _submitted(api_url: str | None, response: httpx.Response, wait: bool) -> None:
+    """A job the API accepted (202), printed; with ``wait``, followed to its end (exit 1
+    unless it succeeded)."""
+    if response.status_code != 202:
+        _fail(f"refused ({response.status_code}): {response.text}")
+    job = response.json()
+    typer.echo(json.dumps(job, indent=2))
+    if wait:
+        view = _follow(api_url, job["job_id"])
+        _print_outcome(view)
+        if view.status is not JobStatus.SUCCEEDED:
+            raise typer.Exit(1)
+
+
 def _profile(value: str) -> str | dict[str, Any]:
     """``720p`` (a preset) or ``NAME:HEIGHT:KBPS`` (an inline rung, e.g. ``low:360:600``)."""
     if ":" not in value:
@@ -248,16 +262,7 @@ def submit(
         body["profiles"] = [_profile(p) for p in profile]
     if chunk_seconds is not None:
         body["chunk_seconds"] = chunk_seconds
-    response = _request(api_url, "POST", "/v1/encode", json=body)
-    if response.status_code != 202:
-        _fail(f"refused ({response.status_code}): {response.text}")
-    job = response.json()
-    typer.echo(json.dumps(job, indent=2))
-    if wait:
-        view = _follow(api_url, job["job_id"])
-        _print_outcome(view)
-        if view.status is not JobStatus.SUCCEEDED:
-            raise typer.Exit(1)
+    _submitted(api_url, _request(api_url, "POST", "/v1/encode", json=body), wait)
 
 
 @app.command()
@@ -592,15 +597,7 @@ def pipeline_run(
     if version:
         body["version"] = version
     response = _request(api_url, "POST", f"/v1/pipelines/{pipeline_id}/runs", json=body)
-    if response.status_code != 202:
-        _fail(f"refused ({response.status_code}): {_detail(response)}")
-    job = response.json()
-    typer.echo(json.dumps(job, indent=2))
-    if wait:
-        view = _follow(api_url, job["job_id"])
-        _print_outcome(view)
-        if view.status is not JobStatus.SUCCEEDED:
-            raise typer.Exit(1)
+    _submitted(api_url, response, wait)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from temporalio.workflow import NondeterminismError
 
 from app.plato.workflows.chunks import ChunkRangeWorkflow
 from app.plato.workflows.encode import EncodeWorkflow
-from app.plato.workflows.pipeline import PipelineWorkflow
+from app.plato.workflows.pipeline import FanoutBatchWorkflow, PipelineWorkflow
 
 
 class HistoryError(Exception):
@@ -96,7 +96,12 @@ async def fetch_history(workflow_id: str) -> tuple[WorkflowHistory, DataConverte
 async def replay_history(
     history: WorkflowHistory,
     *,
-    workflows: Sequence[type] = (EncodeWorkflow, ChunkRangeWorkflow, PipelineWorkflow),
+    workflows: Sequence[type] = (
+        EncodeWorkflow,
+        ChunkRangeWorkflow,
+        PipelineWorkflow,
+        FanoutBatchWorkflow,
+    ),
     data_converter: DataConverter = pydantic_data_converter,
     debug: bool = False,
 ) -> ReplayReport:

@@ -18,7 +18,7 @@ from app.observability.telemetry import setup_logging, setup_tracing
 from app.plato.workflows.chunks import ChunkRangeWorkflow
 from app.plato.workflows.encode import EncodeWorkflow
 from app.plato.workflows.inspect import InspectWorkflow
-from app.plato.workflows.pipeline import PipelineWorkflow
+from app.plato.workflows.pipeline import FanoutBatchWorkflow, PipelineWorkflow
 from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE
 from app.stratum.registry import cpu_activities
 from app.stratum.resources import worker_concurrency
@@ -40,7 +40,13 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
             client,
             task_queue=WORKFLOW_QUEUE,
             identity=identity(settings),
-            workflows=[EncodeWorkflow, ChunkRangeWorkflow, InspectWorkflow, PipelineWorkflow],
+            workflows=[
+                EncodeWorkflow,
+                ChunkRangeWorkflow,
+                InspectWorkflow,
+                PipelineWorkflow,
+                FanoutBatchWorkflow,
+            ],
         ),
         Worker(
             client,

@@ -11,13 +11,12 @@ from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Header, Request, Response
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import documented, field_error
 from app.api.security import requester
 from app.api.source_checks import checked_source
+from app.api.starts import start_job
 from app.core.models import (
     EncodeJob,
     EncodeRequest,
@@ -32,7 +31,6 @@ from app.media.ladder import PlanError, resolve_profiles
 from app.media.tracks import sidecar_subtitle_format
 from app.observability.search import registered, start_attributes
 from app.plato.workflows.encode import EncodeWorkflow
-from app.stratum.queues import WORKFLOW_QUEUE
 from app.stratum.webhooks import WebhookRefused, check_webhook
 
 router = APIRouter(prefix="/v1", tags=["encode"], responses=documented(401, 413, 502, 503))
@@ -202,28 +200,9 @@ async def submit(
         codec=body.codec,
         requester=requester(request),
     )
-    try:
-        handle = await client.start_workflow(
-            EncodeWorkflow.run,
-            job,
-            id=job_id,
-            task_queue=WORKFLOW_QUEUE,
-            search_attributes=search_attributes,
-            static_summary=summary(job),
-            static_details=details(job, requester(request)),
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            # A finished job is found again; a failed or cancelled one may be run anew.
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        )
-        started_response = getattr(handle, "_start_workflow_response", None)
-        deduplicated = not getattr(started_response, "started", True)
-    except WorkflowAlreadyStartedError:
-        deduplicated = True
-    status_url = str(request.url_for("get_job", job_id=job_id))
-    response.headers["Location"] = status_url
-    return SubmitResponse(
-        job_id=job_id,
-        status_url=status_url,
-        web_ui_url=settings.workflow_ui_link(job_id),
-        deduplicated=deduplicated,
-    )
+    return await start_job(
+        client, settings, request, response, EncodeWorkflow.run, job, job_id,
+        search_attributes=search_attributes,
+        static_summary=summary(job),
+        static_details=details(job, requester(request)),
+    )  # fmt: skip

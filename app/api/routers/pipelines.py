@@ -16,12 +16,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from app.api.deps import ClientDep, SettingsDep
 from app.api.errors import documented, field_error
 from app.api.source_checks import checked_source
+from app.api.starts import start_job
 from app.core.models import RetryOptions, SubmitResponse
 from app.plato.definitions import DefinitionStore, StoredDefinition
 from app.plato.functions import parse, runtimes, steps_of
@@ -29,7 +28,6 @@ from app.plato.rules.schema import definition_schema
 from app.plato.rules.validate import DefinitionError
 from app.plato.workflows.pipeline import PipelineRun, PipelineWorkflow
 from app.stratum.catalog import catalog
-from app.stratum.queues import WORKFLOW_QUEUE
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], responses=documented(401, 502, 503))
 
@@ -208,25 +206,7 @@ async def run(
     missing = sorted(set(stored.steps) - set(pipeline_run.functions))
     if missing:
         raise field_error("version", f"no function {', '.join(missing)} is installed now")
-    try:
-        handle = await client.start_workflow(
-            PipelineWorkflow.run,
-            pipeline_run,
-            id=job_id,
-            task_queue=WORKFLOW_QUEUE,
-            static_summary=f"pipeline {stored.id} ({', '.join(stored.steps)})"[:400],
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        )
-        started = getattr(handle, "_start_workflow_response", None)
-        deduplicated = not getattr(started, "started", True)
-    except WorkflowAlreadyStartedError:
-        deduplicated = True
-    status_url = str(request.url_for("get_job", job_id=job_id))
-    response.headers["Location"] = status_url
-    return SubmitResponse(
-        job_id=job_id,
-        status_url=status_url,
-        web_ui_url=settings.workflow_ui_link(job_id),
-        deduplicated=deduplicated,
-    )
+    return await start_job(
+        client, settings, request, response, PipelineWorkflow.run, pipeline_run, job_id,
+        static_summary=f"pipeline {stored.id} ({', '.join(stored.steps)})"[:400],
+    )  # fmt: skip

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from app.core.models import CleanupInput, ErrorInfo, Manifests, RetryOptions, WorkflowState
@@ -50,6 +50,9 @@ with workflow.unsafe.imports_passed_through():
 CONTEXT_FIELDS = ("job_id", "scratch_uri", "output_uri", "webhook_url")
 """Input fields every function may have, filled from the run itself."""
 RECENT_FIRINGS = 8
+BATCH_ITEMS = 200
+"""A fan-out of more items runs them in child workflows of this many each, one after another
+within the same window, so that no history holds thousands of activities."""
 
 
 class StepRuntime(BaseModel):
@@ -75,6 +78,32 @@ class PipelineRun(BaseModel):
     retry: RetryOptions = RetryOptions()
     max_parallel: int = Field(8, ge=1, le=1000, description="Fan-out items in flight, default.")
     cleanup: bool = Field(True, description="Remove the run's scratch (and, failed, outputs).")
+
+
+class RetrySpec(BaseModel):
+    """A RetryPolicy as data, for a child workflow's input."""
+
+    max_attempts: int
+    initial_interval_s: float
+    backoff: float = 2.0
+    non_retryable: list[str] = Field(default_factory=list)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=self.initial_interval_s),
+            backoff_coefficient=self.backoff,
+            maximum_attempts=self.max_attempts,
+            non_retryable_error_types=self.non_retryable or None,
+        )
+
+
+class FanoutBatch(BaseModel):
+    step: str
+    spec: StepRuntime
+    args: list[dict[str, Any]] = Field(description="Each item's input, bound by the parent.")
+    first: int = Field(description="The fan-out index of the first item.")
+    max_parallel: int
+    retry: RetrySpec
 
 
 class PipelineResult(BaseModel):
@@ -260,6 +289,9 @@ class PipelineWorkflow:
                 non_retryable=True,
             )
         self._count(len(items), f"fanout {fanout.run} x{len(items)} (line {fanout.line})")
+        if len(items) > BATCH_ITEMS:
+            await self._fanout_batches(fanout, env, items)
+            return
         window = asyncio.Semaphore(fanout.max_parallel or self._run.max_parallel)
         results: list[Any] = [None] * len(items)
 
@@ -274,6 +306,56 @@ class PipelineWorkflow:
         self._fanned[fanout.run] = results
         self._done.add(fanout.run)
         await self._emit(Event(kind="all_completed", step=fanout.run))
+
+    async def _fanout_batches(self, fanout: Fanout, env: dict[str, Any], items: list[Any]) -> None:
+        """Every item bound here, then run ``BATCH_ITEMS`` at a time by a child workflow; the
+        completions are told as each child returns."""
+        step, spec = fanout.run, self._run.functions[fanout.run]
+        self._active += 1
+        try:
+            args = [
+                await self._bind(step, spec, fanout.with_, {**env, fanout.var: item})
+                for item in items
+            ]
+        finally:
+            self._active -= 1
+        results: list[Any] = []
+        for first in range(0, len(args), BATCH_ITEMS):
+            batch = args[first : first + BATCH_ITEMS]
+            self._running[step] = self._running.get(step, 0) + len(batch)
+            self._started_at.setdefault(step, workflow.time())
+            try:
+                outputs: list[Any] = await workflow.execute_child_workflow(
+                    FanoutBatchWorkflow.run,
+                    FanoutBatch(
+                        step=step,
+                        spec=spec,
+                        args=batch,
+                        first=first,
+                        max_parallel=fanout.max_parallel or self._run.max_parallel,
+                        retry=self._retry(step, spec),
+                    ),
+                    id=f"{workflow.info().workflow_id}-{step}-{first // BATCH_ITEMS + 1}",
+                    static_summary=f"{step} [{first}..{first + len(batch) - 1}]",
+                )
+            except ChildWorkflowError as err:
+                info = error_info(err)
+                self._failed[step] = info
+                self._handling += 1
+                try:
+                    await self._failure(step, info)
+                finally:
+                    self._handling -= 1
+                raise StepFailed(step, info) from None
+            finally:
+                self._running[step] -= len(batch)
+                self._seconds[step] = round(workflow.time() - self._started_at[step], 3)
+            results += outputs
+            for _ in outputs:
+                await self._emit(Event(kind="completed", step=step))
+        self._fanned[step] = results
+        self._done.add(step)
+        await self._emit(Event(kind="all_completed", step=step))
 
     async def _step(
         self,
@@ -377,6 +459,9 @@ class PipelineWorkflow:
     # ------------------------------------------------------------------ binding
 
     def _retry_policy(self, step: str, spec: StepRuntime) -> RetryPolicy:
+        return self._retry(step, spec).policy()
+
+    def _retry(self, step: str, spec: StepRuntime) -> RetrySpec:
         """The rule's ``retry`` for this step (``<step>.failed`` before ``any.failed``), else
         the run's default; a function that is not idempotent is not repeated by default."""
         covering: Retry | None = None
@@ -389,16 +474,15 @@ class PipelineWorkflow:
             if rule.when.kind == "any_failed" and covering is None:
                 covering = rule.retry
         if covering is None:
-            attempts = self._run.retry.max_attempts if spec.idempotent else 1
-            return RetryPolicy(
-                initial_interval=timedelta(seconds=self._run.retry.initial_interval_s),
-                maximum_attempts=attempts,
+            return RetrySpec(
+                max_attempts=self._run.retry.max_attempts if spec.idempotent else 1,
+                initial_interval_s=self._run.retry.initial_interval_s,
             )
-        return RetryPolicy(
-            initial_interval=timedelta(seconds=covering.initial_interval_s),
-            backoff_coefficient=2.0 if covering.backoff == "exponential" else 1.0,
-            maximum_attempts=covering.max,
-            non_retryable_error_types=["InvalidSource", "PlanError", "PipelineError"],
+        return RetrySpec(
+            max_attempts=covering.max,
+            initial_interval_s=covering.initial_interval_s,
+            backoff=2.0 if covering.backoff == "exponential" else 1.0,
+            non_retryable=["InvalidSource", "PlanError", "PipelineError"],
         )
 
     def _context(self) -> dict[str, Any]:
@@ -484,6 +568,33 @@ class PipelineWorkflow:
             if isinstance(output, dict) and {"hls", "dash", "manifest"} <= output.keys():
                 return Manifests.model_validate(output)
         return None
+
+
+@workflow.defn
+class FanoutBatchWorkflow:
+    """Items of a large fan-out, run in a window like the parent's; fails with the first item
+    that fails its last attempt."""
+
+    @workflow.run
+    async def run(self, batch: FanoutBatch) -> list[Any]:
+        window = asyncio.Semaphore(batch.max_parallel)
+        spec = batch.spec
+
+        async def one(index: int, arg: dict[str, Any]) -> Any:
+            async with window:
+                return await workflow.execute_activity(
+                    batch.step,
+                    arg,
+                    task_queue=spec.task_queue,
+                    start_to_close_timeout=timedelta(seconds=spec.timeout_s),
+                    heartbeat_timeout=heartbeat_timeout(spec.heartbeat_s)
+                    if spec.heartbeat_s
+                    else None,
+                    retry_policy=batch.retry.policy(),
+                    summary=f"{batch.step} [{batch.first + index}]",
+                )
+
+        return list(await asyncio.gather(*(one(i, a) for i, a in enumerate(batch.args))))
 
 
 def _event_text(event: Event) -> str:
