@@ -339,14 +339,7 @@ class PipelineWorkflow:
                     static_summary=f"{step} [{first}..{first + len(batch) - 1}]",
                 )
             except ChildWorkflowError as err:
-                info = error_info(err)
-                self._failed[step] = info
-                self._handling += 1
-                try:
-                    await self._failure(step, info)
-                finally:
-                    self._handling -= 1
-                raise StepFailed(step, info) from None
+                raise await self._failure(step, error_info(err)) from None
             finally:
                 self._running[step] -= len(batch)
                 self._seconds[step] = round(workflow.time() - self._started_at[step], 3)
@@ -387,24 +380,9 @@ class PipelineWorkflow:
         self._started_at.setdefault(step, workflow.time())
         label = step if item is None else f"{step} [{item}]"
         try:
-            output = await workflow.execute_activity(
-                step,
-                arg,
-                task_queue=spec.task_queue,
-                start_to_close_timeout=timedelta(seconds=spec.timeout_s),
-                heartbeat_timeout=heartbeat_timeout(spec.heartbeat_s) if spec.heartbeat_s else None,
-                retry_policy=self._retry_policy(step, spec),
-                summary=label,
-            )
+            output = await run_step(step, arg, spec, self._retry(step, spec), label)
         except ActivityError as err:
-            info = error_info(err)
-            self._failed[step] = info
-            self._handling += 1
-            try:
-                await self._failure(step, info)
-            finally:
-                self._handling -= 1
-            raise StepFailed(step, info) from None
+            raise await self._failure(step, error_info(err)) from None
         finally:
             self._running[step] -= 1
             if not self._running[step]:
@@ -415,9 +393,19 @@ class PipelineWorkflow:
         await self._emit(Event(kind="completed", step=step))
         return output
 
-    async def _failure(self, step: str, info: ErrorInfo) -> None:
-        """``<step>.failed`` and ``any.failed`` fire; the covering rules' ``onExhausted`` run
-        before the run fails with the cause."""
+    async def _failure(self, step: str, info: ErrorInfo) -> StepFailed:
+        """A step failed its last attempt: ``<step>.failed`` and ``any.failed`` fire, the
+        covering rules' ``onExhausted`` run, and the run is to fail with this cause (the
+        error to raise)."""
+        self._failed[step] = info
+        self._handling += 1
+        try:
+            await self._failure_rules(step, info)
+        finally:
+            self._handling -= 1
+        return StepFailed(step, info)
+
+    async def _failure_rules(self, step: str, info: ErrorInfo) -> None:
         for rule in self._run.definition.rules:
             env = {"error": info.model_dump(), "failed_step": step}
             if not self._matches(rule, Event(kind="failed", step=step)) or not self._holds(
@@ -457,9 +445,6 @@ class PipelineWorkflow:
                 workflow.logger.warning("compensation %s failed", action.step)
 
     # ------------------------------------------------------------------ binding
-
-    def _retry_policy(self, step: str, spec: StepRuntime) -> RetryPolicy:
-        return self._retry(step, spec).policy()
 
     def _retry(self, step: str, spec: StepRuntime) -> RetrySpec:
         """The rule's ``retry`` for this step (``<step>.failed`` before ``any.failed``), else
@@ -570,6 +555,22 @@ class PipelineWorkflow:
         return None
 
 
+async def run_step(
+    step: str, arg: dict[str, Any], spec: StepRuntime, retry: RetrySpec, summary: str
+) -> Any:
+    """One call of a function: its activity by name, as the catalog declared it; the Web UI
+    shows ``summary`` (the step and its fan-out item)."""
+    return await workflow.execute_activity(
+        step,
+        arg,
+        task_queue=spec.task_queue,
+        start_to_close_timeout=timedelta(seconds=spec.timeout_s),
+        heartbeat_timeout=heartbeat_timeout(spec.heartbeat_s) if spec.heartbeat_s else None,
+        retry_policy=retry.policy(),
+        summary=summary,
+    )
+
+
 @workflow.defn
 class FanoutBatchWorkflow:
     """Items of a large fan-out, run in a window like the parent's; fails with the first item
@@ -582,17 +583,8 @@ class FanoutBatchWorkflow:
 
         async def one(index: int, arg: dict[str, Any]) -> Any:
             async with window:
-                return await workflow.execute_activity(
-                    batch.step,
-                    arg,
-                    task_queue=spec.task_queue,
-                    start_to_close_timeout=timedelta(seconds=spec.timeout_s),
-                    heartbeat_timeout=heartbeat_timeout(spec.heartbeat_s)
-                    if spec.heartbeat_s
-                    else None,
-                    retry_policy=batch.retry.policy(),
-                    summary=f"{batch.step} [{batch.first + index}]",
-                )
+                label = f"{batch.step} [{batch.first + index}]"
+                return await run_step(batch.step, arg, spec, batch.retry, label)
 
         return list(await asyncio.gather(*(one(i, a) for i, a in enumerate(batch.args))))
 
