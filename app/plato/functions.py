@@ -5,17 +5,13 @@ running or replayed history)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from app.core.settings import Settings
-from app.plato.rules.model import Compensate, Definition, Fanout, Parallel, Run, Sequence
+from app.plato.rules.model import Compensate, Definition, Fanout, Run
 from app.plato.rules.parse import parse_definition
-from app.plato.rules.validate import FunctionSchemas
+from app.plato.rules.validate import FunctionSchemas, rule_actions
 from app.plato.workflows.pipeline import StepRuntime
-from app.stratum.catalog import FunctionSpec, catalog
-from app.stratum.queues import CPU_QUEUE, CUDA_QUEUE
-
-QUEUES = {"cpu": CPU_QUEUE, "gpu": CUDA_QUEUE}
+from app.stratum.catalog import FunctionSpec, catalog, task_queue
 
 
 def schemas(specs: Iterable[FunctionSpec]) -> dict[str, FunctionSchemas]:
@@ -35,7 +31,7 @@ def runtimes(specs: Iterable[FunctionSpec]) -> dict[str, StepRuntime]:
     for spec in specs:
         fields = spec.input.model_fields
         runtimes[spec.name] = StepRuntime(
-            task_queue=QUEUES[spec.pool],
+            task_queue=task_queue(spec),
             timeout_s=spec.timeout_s,
             heartbeat_s=spec.heartbeat_s,
             idempotent=spec.idempotent,
@@ -47,22 +43,14 @@ def runtimes(specs: Iterable[FunctionSpec]) -> dict[str, StepRuntime]:
 
 
 def steps_of(definition: Definition) -> list[str]:
-    """Every step the rules run, in order of first mention."""
+    """Every step the rules run or register as a compensation, in order of first mention."""
     seen: dict[str, None] = {}
-
-    def visit(actions: list[Any]) -> None:
-        for action in actions:
+    for rule in definition.rules:
+        for action in rule_actions(rule):
             if isinstance(action, Run | Compensate):
                 seen.setdefault(action.step)
             elif isinstance(action, Fanout):
                 seen.setdefault(action.run)
-            elif isinstance(action, Parallel | Sequence):
-                visit(action.actions)
-
-    for rule in definition.rules:
-        visit(rule.do)
-        if rule.retry is not None:
-            visit(rule.retry.on_exhausted)
     return list(seen)
 
 

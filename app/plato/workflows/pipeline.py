@@ -44,11 +44,10 @@ with workflow.unsafe.imports_passed_through():
         Sequence,
     )
     from app.plato.workflows.calls import error_info, heartbeat_timeout
+    from app.stratum.catalog import CONTEXT_FIELDS
     from app.stratum.functions.lifecycle import LifecycleActivities
     from app.stratum.queues import CPU_QUEUE
 
-CONTEXT_FIELDS = ("job_id", "scratch_uri", "output_uri", "webhook_url")
-"""Input fields every function may have, filled from the run itself."""
 RECENT_FIRINGS = 8
 BATCH_ITEMS = 200
 """A fan-out of more items runs them in child workflows of this many each, one after another
