@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
+WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
 
 
 def free_ports(count: int) -> list[int]:
@@ -40,6 +41,10 @@ class Stack:
     api_port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    """The API's address (binds to it, is called at it): another host's in test_multihost."""
+    prefix: list[str] = field(default_factory=list)
+    """Put before every command, e.g. ``ip netns exec NAME`` to run it on another host."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -52,13 +57,14 @@ class Stack:
             "COSMOS_ACTIVITY_MAX_ATTEMPTS": "2",
             "COSMOS_WORKER_SHUTDOWN_GRACE_S": "5",
             "COSMOS_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+            "COSMOS_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.host}:{self.api_port}"
 
     def start_worker(self) -> None:
         self._spawn("worker", [sys.executable, "-m", "workers.cpu.main"], ready="worker ready")
@@ -67,7 +73,7 @@ class Stack:
         self._spawn(
             "api",
             [sys.executable, "-m", "uvicorn", "app.api.main:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.api_port)],
+             "--host", self.host, "--port", str(self.api_port)],
             ready="Application startup complete",
         )  # fmt: skip
 
@@ -76,7 +82,9 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = log_path.open("ab")
         offset = log_path.stat().st_size
-        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = subprocess.Popen(
+            [*self.prefix, *cmd], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if ready in log_path.read_bytes()[offset:].decode(errors="replace"):

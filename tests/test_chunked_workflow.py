@@ -30,7 +30,6 @@ from app.core.models import (
     EncodeJob,
     EncodeResult,
     Manifests,
-    NotifyInput,
     PackageInput,
     PackageResult,
     Plan,
@@ -48,8 +47,10 @@ from app.media.chunking import ranges
 from app.media.ladder import plan_renditions
 from app.plato.workflows.chunks import ChunkRangeWorkflow
 from app.plato.workflows.encode import EncodeWorkflow
+from app.plato.workflows.webhooks import WebhookWorkflow
 from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE, mode_of, nvenc_queue
 from tests.test_workflow import probe_result
+from tests.webhook_receiver import RecordedWebhooks
 
 LADDER = ["1080p", "720p", "540p", "480p", "360p", "240p"]
 
@@ -74,6 +75,7 @@ class ChunkStand:
     running: int = 0
     peak_running: int = 0
     events: list[str] = field(default_factory=list)
+    webhooks: RecordedWebhooks = field(default_factory=RecordedWebhooks)
     busy_s: float = 0.0
 
     @property
@@ -155,12 +157,8 @@ class ChunkStand:
             self.events.append("cleanup")
             return []
 
-        @activity.defn(name="notify")
-        async def notify(input: NotifyInput) -> None:
-            self.events.append(f"notify {input.status}")
-
         return [probe, plan, route, split, encode_chunk, encode_audio, assemble, package,
-                publish, cleanup, notify]  # fmt: skip
+                publish, cleanup]  # fmt: skip
 
 
 def chunked_job(profiles: list[str] | None = None, **overrides: Any) -> EncodeJob:
@@ -176,6 +174,7 @@ def chunked_job(profiles: list[str] | None = None, **overrides: Any) -> EncodeJo
         "heartbeat_timeout_s": 5,
         "chunk_seconds": 2,
         "min_chunk_seconds": 1,
+        "webhook_url": "https://hooks.example.com/cosmos",
     }
     return EncodeJob(**(fields | overrides))
 
@@ -192,9 +191,10 @@ async def serve(client: Client) -> AsyncIterator[Callable[..., Any]]:
     async def start(stand: ChunkStand, slots: int = 100) -> None:
         for worker in (
             Worker(client, task_queue=WORKFLOW_QUEUE,
-                   workflows=[EncodeWorkflow, ChunkRangeWorkflow]),
+                   workflows=[EncodeWorkflow, ChunkRangeWorkflow, WebhookWorkflow]),
             Worker(client, task_queue=CPU_QUEUE, activities=stand.activities(),
                    max_concurrent_activities=slots),
+            stand.webhooks.worker(client),
         ):  # fmt: skip
             asyncio.create_task(worker.run())  # noqa: RUF006
             workers.append(worker)
@@ -238,7 +238,8 @@ async def test_a_chunk_out_of_attempts_fails_the_job_with_its_reason(
     assert info.value.cause.message == "encoder crashed on chunk 4"
     assert stand.attempts[4] == 3
     assert not any(e.startswith("assemble") for e in stand.events)
-    assert stand.events[-2:] == ["cleanup", "notify FAILED"]
+    assert stand.events[-1] == "cleanup"
+    assert (await stand.webhooks.final(client, handle)).type == "job.failed"
     state: WorkflowState = await handle.query(EncodeWorkflow.state)
     assert {r.status for r in state.renditions} == {"failed"}
 
@@ -262,7 +263,8 @@ async def test_cancelling_a_chunked_job_stops_every_chunk_then_compensates(
     cancelled = [e for e in stand.events if e.startswith("cancelled")]
     assert len(cancelled) == 4
     assert max(stand.events.index(e) for e in cancelled) < stand.events.index("cleanup")
-    assert stand.events[-1] == "notify CANCELLED"
+    assert stand.events[-1] == "cleanup"
+    assert (await stand.webhooks.final(client, handle)).type == "job.cancelled"
     assert stand.running == 0
 
 
@@ -293,7 +295,8 @@ async def test_chunks_asked_on_gpu_and_not_picked_up_fail_with_the_reason(
     assert info.value.cause.type == "NoCapablePool"
     assert "no GPU worker on cosmos-gpu-nvenc-h264 took chunk" in info.value.cause.message
     assert stand.attempts == {}
-    assert stand.events[-2:] == ["cleanup", "notify FAILED"]
+    assert stand.events[-1] == "cleanup"
+    assert (await stand.webhooks.final(client, handle)).type == "job.failed"
 
 
 async def test_progress_counts_chunks_while_encoding(client: Client, serve: Any) -> None:
@@ -310,6 +313,17 @@ async def test_progress_counts_chunks_while_encoding(client: Client, serve: Any)
         await asyncio.sleep(0.1)
     await handle.result()
     assert len(seen) >= 3 and max(seen) <= 30, f"progress moved forward: {sorted(seen)}"
+    await stand.webhooks.final(client, handle)
+    events = stand.webhooks.events
+    assert [e.type for e in events if e.type not in ("job.progress", "job.stage")] == [
+        "job.accepted", "job.started", "job.succeeded"
+    ]  # fmt: skip
+    stages = [e.data["stage"] for e in events if e.type == "job.stage"]
+    assert stages == ["plan", "route", "split", "encode", "assemble", "package", "publish"]
+    percents = [e.data["percent"] for e in events if e.type == "job.progress"]
+    assert percents == sorted(percents) and len(percents) >= 8, percents
+    buckets = [int(p // 10) for p in percents]
+    assert len(set(buckets)) == len(buckets), f"one event per 10 percent: {percents}"
 
 
 # ---------------------------------------------------------------- the simulated feature film

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from app.cli.samples import make_video
 from app.storage.local import uri_to_path
 from tests.media_checks import check_package
 from tests.stack import Stack
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 HISTORIES = Path(__file__).parent / "histories"
@@ -102,42 +100,22 @@ async def test_idempotency_key_names_the_job(stack: Stack, media_dir: Path) -> N
     assert stack.wait(first["job_id"])["status"] == "SUCCEEDED"
 
 
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A real HTTP receiver on loopback that records what it is sent."""
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
-
-
 async def test_bad_source_fails_with_a_reason_and_leaves_nothing(
-    stack: Stack, media_dir: Path, webhook: tuple[str, list[dict[str, Any]]]
+    stack: Stack, media_dir: Path
 ) -> None:
-    url, received = webhook
-    job_id = stack.submit(source=str(media_dir / "text.mp4"), webhook_url=url)["job_id"]
-    view = stack.wait(job_id)
+    with Receiver() as receiver:
+        job_id = stack.submit(source=str(media_dir / "text.mp4"), webhook_url=receiver.url)[
+            "job_id"
+        ]
+        view = stack.wait(job_id)
+        failed = receiver.wait_for("job.failed")
     assert view["status"] == "FAILED"
     assert view["error"]["type"] == "InvalidSource"
     assert "not a readable media file" in view["error"]["message"]
     assert not (stack.data_dir / "outputs" / job_id).exists()
     assert not (stack.data_dir / "scratch" / job_id).exists()
-    assert [(r["job_id"], r["status"], r["error"]["type"]) for r in received] == [
-        (job_id, "FAILED", "InvalidSource")
-    ]
+    assert receiver.types() == ["job.accepted", "job.failed"], "no job.started: never ran"
+    assert failed["job_id"] == job_id and failed["data"]["error"]["type"] == "InvalidSource"
 
 
 async def test_cancel_kills_ffmpeg_and_removes_everything(stack: Stack, media_dir: Path) -> None:
@@ -157,7 +135,7 @@ async def test_cancel_kills_ffmpeg_and_removes_everything(stack: Stack, media_di
         time.sleep(0.3)
     assert seen == sorted(seen), "progress must never go back"
     assert 0 < seen[-1] < 1
-    assert slow[0]["fps"] and slow[0]["status"] == "encoding"
+    assert slow[0]["fps"] and slow[0]["status"] == "encoding", view
     assert leftover_ffmpeg(job_id), "ffmpeg should be running before the cancel"
 
     with stack.http() as http:

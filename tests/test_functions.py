@@ -7,12 +7,10 @@ import dataclasses
 import json
 import logging
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ from app.stratum.queues import CPU_QUEUE, CUDA_QUEUE
 from app.stratum.registry import cpu_activities, gpu_activities
 from tests.media_checks import check_package, picture_size
 from tests.stack import Stack
+from tests.webhook_receiver import SECRET, Receiver
 
 SEED = ["probe-source", "encode-segment", "mux-final", "publish-manifest", "notify-oncall"]
 
@@ -64,6 +63,7 @@ def settings(tmp_path: Path, media_dir: Path) -> Settings:
         source_roots=str(media_dir),
         heartbeat_timeout_s=20,
         webhook_allowed_hosts="127.0.0.1",
+        webhook_secret=SECRET,
     )
 
 
@@ -423,33 +423,17 @@ async def test_probe_source_refuses_a_source_outside_the_roots(
         await call(settings, "probe-source", job_id="job-out", source="http://example.com/a.mp4")
 
 
-@pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    received: list[dict[str, Any]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    server.shutdown()
-
-
 async def test_notify_oncall_logs_and_calls_the_jobs_webhook(
-    settings: Settings,
-    webhook: tuple[str, list[dict[str, Any]]],
-    caplog: pytest.LogCaptureFixture,
+    settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url, received = webhook
+    with Receiver() as receiver:
+        await _notify_oncall(settings, caplog, receiver)
+
+
+async def _notify_oncall(
+    settings: Settings, caplog: pytest.LogCaptureFixture, receiver: Receiver
+) -> None:
+    url = receiver.url
     error = {"type": "FfmpegError", "message": "ffmpeg failed: out of cheese"}
     caplog.set_level(logging.ERROR, logger="cosmos.functions")
     quiet = await call(settings, "notify-oncall", job_id="job-n", error=error, webhook_url=None)
@@ -461,7 +445,10 @@ async def test_notify_oncall_logs_and_calls_the_jobs_webhook(
         step="encode-segment",
     )  # fmt: skip
     assert loud == {"notified": True}
-    assert received == [{"job_id": "job-n", "status": "FAILED", "error": error, "manifests": None}]
+    assert receiver.forged == 0, "signed with the workers' COSMOS_WEBHOOK_SECRET"
+    (event,) = receiver.events
+    assert (event["type"], event["job_id"]) == ("job.failed", "job-n")
+    assert event["data"] == {"status": "FAILED", "step": "encode-segment", "error": error}
     with pytest.raises(ApplicationError, match="private, loopback"):
         await call(
             settings.model_copy(update={"webhook_allowed_hosts": ""}),

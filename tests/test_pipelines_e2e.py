@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from app.cli.samples import make_video
 from app.plato.workflows.pipeline import PipelineWorkflow
+from app.plato.workflows.segment import EncodeSegmentWorkflow
 from app.storage.local import uri_to_path
 from tests.media_checks import check_package, picture_size
-from tests.stack import Stack
+from tests.stack import TERMINAL, Stack
 
 pytestmark = pytest.mark.e2e
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "encode-workflow-v3.yaml"
@@ -88,6 +91,64 @@ async def test_the_seed_registers_and_runs_as_written(
             json={"input": {"source": str(media_dir / "basic.mp4"), "profiles": TINY}},
         )
     assert rerun.json()["job_id"] == job_id and rerun.json()["deduplicated"]
+
+
+async def test_the_seeds_encode_segment_is_chunked_over_the_pools_on_a_long_title(
+    stack: Stack, media_dir: Path, ffmpeg: str, dev_server: WorkflowEnvironment
+) -> None:
+    """``encode-segment`` as ``POST /v1/encode`` does it: a title longer than two chunks is
+    split on keyframes, its chunks encoded by chunk-range children and assembled, per profile;
+    the package is as whole as the short title's."""
+    source = make_video(media_dir / "pipeline-long.mp4", width=320, height=180, seconds=9, gop=30)
+    status, _ = register(stack, SEED.read_text())
+    assert status in (200, 201)
+    with stack.http() as http:
+        run = http.post(
+            "/v1/pipelines/encode-workflow-v3/runs",
+            json={"input": {"source": str(source), "profiles": TINY, "chunk_seconds": 3,
+                            "min_chunk_seconds": 1}},
+        )  # fmt: skip
+    assert run.status_code == 202, run.text
+    job_id = run.json()["job_id"]
+    seen: list[tuple[str, float, str | None]] = []
+    deadline = time.monotonic() + 240
+    while (view := stack.job(job_id))["status"] not in TERMINAL and time.monotonic() < deadline:
+        seen.append((view["status"], view["progress"], view["stage"]))
+        time.sleep(0.2)
+    assert view["status"] == "SUCCEEDED", view
+    progress = [p for _, p, _ in seen]
+    assert progress == sorted(progress), f"progress never goes back: {seen}"
+    assert any(0 < p < 1 for p in progress), f"a running run reports its progress: {seen}"
+    assert "encode-segment" in {stage for _, _, stage in seen}, seen
+    manifest = check_package(uri_to_path(view["manifests"]["manifest"]).parent, ffmpeg, 9.0, "30/1")
+    assert sorted(r["name"] for r in manifest["renditions"]) == ["144p", "180p"]
+    assert all(r["frame_count"] == 270 for r in manifest["renditions"])
+
+    client = dev_server.client
+    segments = [
+        w async for w in client.list_workflows(
+            f'WorkflowType = "EncodeSegmentWorkflow" AND WorkflowId STARTS_WITH "{job_id}-"'
+        )
+    ]  # fmt: skip
+    assert len(segments) == 2, "one per profile"
+    chunk_ranges = [
+        w async for w in client.list_workflows(
+            f'WorkflowType = "ChunkRangeWorkflow" AND WorkflowId STARTS_WITH "{job_id}-"'
+        )
+    ]  # fmt: skip
+    assert len(chunk_ranges) == 2, "each profile's chunks in a chunk-range child"
+    child = client.get_workflow_handle(chunk_ranges[0].id)
+    encoded = [
+        e for e in (await child.fetch_history()).events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "encode_chunk"
+    ]  # fmt: skip
+    assert len(encoded) == 3, "9 s in 3 s chunks"
+    segment = await client.get_workflow_handle(segments[0].id).fetch_history()
+    replayer = Replayer(workflows=[EncodeSegmentWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(segment)
+    if os.environ.get("COSMOS_RECORD_HISTORY"):
+        (HISTORIES / "encode_segment.json").write_text(json.dumps(segment.to_json_dict(), indent=1))
 
 
 async def test_a_changed_definition_leaves_the_first_runs_history_replayable(

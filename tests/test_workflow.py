@@ -29,7 +29,6 @@ from app.core.models import (
     EncodeResult,
     EncodeVideoInput,
     Manifests,
-    NotifyInput,
     PackageInput,
     PackageResult,
     Plan,
@@ -45,8 +44,10 @@ from app.core.models import (
 )
 from app.media.ladder import plan_renditions
 from app.plato.workflows.encode import EncodeWorkflow
+from app.plato.workflows.webhooks import WebhookWorkflow
 from app.stratum.pools import NoCapablePool, choose_route
 from app.stratum.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
+from tests.webhook_receiver import RecordedWebhooks
 
 
 def probe_result(audio: bool = True) -> ProbeResult:
@@ -86,7 +87,7 @@ class Stand:
     running: int = 0
     peak: int = 0
     cleanups: list[CleanupInput] = field(default_factory=list)
-    notes: list[NotifyInput] = field(default_factory=list)
+    webhooks: RecordedWebhooks = field(default_factory=RecordedWebhooks)
     audio_inputs: list[EncodeAudioInput] = field(default_factory=list)
     packages: list[PackageInput] = field(default_factory=list)
     live_gpu_queues: set[str] = field(default_factory=set)
@@ -168,13 +169,8 @@ class Stand:
             self.cleanups.append(input)
             return []
 
-        @activity.defn(name="notify")
-        async def notify(input: NotifyInput) -> None:
-            self.events.append(f"notify {input.status}")
-            self.notes.append(input)
-
         return [probe_source, plan, route, encode_video, encode_audio, package, publish_manifest,
-                cleanup, notify]  # fmt: skip
+                cleanup]  # fmt: skip
 
 
 def job(profiles: list[str] | None = None, **overrides: Any) -> EncodeJob:
@@ -188,6 +184,7 @@ def job(profiles: list[str] | None = None, **overrides: Any) -> EncodeJob:
         "scratch_uri": "file:///scratch",
         "retry": RetryOptions(max_attempts=3, initial_interval_s=0.1),
         "heartbeat_timeout_s": 5,
+        "webhook_url": "https://hooks.example.com/cosmos",
     }
     return EncodeJob(**(fields | overrides))
 
@@ -206,8 +203,9 @@ async def run_workers(client: Client) -> AsyncIterator[Callable[[Stand], Any]]:
         queue_suffix = uuid.uuid4().hex[:6]
         stand.queue_suffix = queue_suffix  # type: ignore[attr-defined]
         for worker in (
-            Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow]),
+            Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow, WebhookWorkflow]),
             Worker(client, task_queue=CPU_QUEUE, activities=stand.activities()),
+            stand.webhooks.worker(client),
         ):
             asyncio.create_task(worker.run())  # noqa: RUF006
             started.append(worker)
@@ -262,7 +260,8 @@ async def test_fan_out_encodes_every_rendition_in_parallel(
     assert [v.name for v in stand.packages[0].videos] == ["1080p", "720p", "480p"]
     assert set(result.stage_seconds) == {"probe", "plan", "route", "encode", "package", "publish"}
     assert set(stand.ran_on.values()) == {CPU_QUEUE}
-    assert stand.events[-2:] == ["cleanup", "notify SUCCEEDED"]
+    assert stand.events[-1] == "cleanup"
+    assert (await stand.webhooks.final(client, handle)).type == "job.succeeded"
     assert stand.cleanups[0].remove_outputs is False
     state: WorkflowState = await handle.query(EncodeWorkflow.state)
     assert state.stage == "done" and state.manifests is not None
@@ -295,10 +294,11 @@ async def test_transient_failures_are_retried_with_backoff(
 
     stand = Stand(fail_video=flaky)
     await run_workers(stand)
-    await (await start(client, job())).result()
+    handle = await start(client, job())
+    await handle.result()
     assert stand.attempts["720p"] == 3
     assert stand.attempts["1080p"] == 1
-    assert stand.notes[-1].status == "SUCCEEDED"
+    assert (await stand.webhooks.final(client, handle)).data["status"] == "SUCCEEDED"
 
 
 async def test_bad_input_fails_at_once_and_compensates(client: Client, run_workers: Any) -> None:
@@ -313,9 +313,11 @@ async def test_bad_input_fails_at_once_and_compensates(client: Client, run_worke
     assert cause.type == "InvalidSource"
     assert cause.message == "source is audio-only"
     assert stand.attempts["probe"] == 1
-    assert stand.events == ["probe", "cleanup", "notify FAILED"]
+    assert stand.events == ["probe", "cleanup"]
     assert stand.cleanups[0].remove_outputs is True
-    assert stand.notes[0].error is not None and stand.notes[0].error.type == "InvalidSource"
+    final = await stand.webhooks.final(client, handle)
+    assert final.type == "job.failed" and final.data["error"]["type"] == "InvalidSource"
+    assert [e.type for e in stand.webhooks.events] == ["job.accepted", "job.failed"]
 
 
 async def test_exhausted_retries_cancel_siblings_then_compensate(
@@ -336,7 +338,8 @@ async def test_exhausted_retries_cancel_siblings_then_compensate(
     assert stand.attempts["480p"] == 3
     # The blocked sibling was cancelled (its ffmpeg would be killed) before compensation ran.
     assert stand.events.index("cancelled 1080p") < stand.events.index("cleanup")
-    assert stand.events[-1] == "notify FAILED"
+    assert stand.events[-1] == "cleanup"
+    assert (await stand.webhooks.final(client, handle)).type == "job.failed"
     assert "publish" not in stand.events
     state: WorkflowState = await handle.query(EncodeWorkflow.state)
     statuses = {r.name: r.status for r in state.renditions}
@@ -356,7 +359,8 @@ async def test_cancellation_reaches_activities_and_compensates(
     cancelled = [e for e in stand.events if e.startswith("cancelled")]
     assert len(cancelled) == 3
     assert max(stand.events.index(e) for e in cancelled) < stand.events.index("cleanup")
-    assert stand.events[-1] == "notify CANCELLED"
+    assert stand.events[-1] == "cleanup"
+    assert (await stand.webhooks.final(client, handle)).type == "job.cancelled"
     assert stand.cleanups[0].remove_outputs is True
 
 
@@ -408,7 +412,8 @@ async def test_gpu_asked_and_not_picked_up_fails_with_the_reason(
     assert info.value.cause.type == "NoCapablePool"
     assert f"no GPU worker on {CUDA_QUEUE} took 720p" in info.value.cause.message
     assert stand.ran_on == {}
-    assert stand.events[-2:] == ["cleanup", "notify FAILED"]
+    assert stand.events[-1] == "cleanup"
+    assert (await stand.webhooks.final(client, handle)).type == "job.failed"
 
 
 async def test_gpu_asked_without_any_gpu_pool_fails_fast(client: Client, run_workers: Any) -> None:

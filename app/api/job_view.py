@@ -21,10 +21,14 @@ from app.core.models import (
     JobStatus,
     JobView,
     Progress,
+    QualityResult,
     RenditionState,
+    WebhookDelivery,
     WorkflowState,
 )
+from app.core.progress import overall_progress
 from app.plato.workflows.pipeline import PipelineResult
+from app.plato.workflows.quality import QUALITY_TYPE, quality_progress
 
 STATUS = {
     WorkflowExecutionStatus.RUNNING: JobStatus.RUNNING,
@@ -36,31 +40,8 @@ STATUS = {
     WorkflowExecutionStatus.CANCELED: JobStatus.CANCELLED,
 }
 
-# Share of the overall progress bar each stage stands for; encoding is nearly all the work.
-# Stages a job does not run (split and assemble are for chunked encodes) are passed over.
-STAGE_WEIGHTS = {
-    "probe": 0.03,
-    "plan": 0.02,
-    "route": 0.0,
-    "split": 0.02,
-    "encode": 0.8,
-    "assemble": 0.04,
-    "package": 0.06,
-    "publish": 0.03,
-}
 QUERY_TIMEOUT = timedelta(seconds=3)
 PIPELINE_TYPE = "PipelineWorkflow"
-
-
-def overall_progress(stage: str, renditions: list[RenditionState]) -> float:
-    done = 0.0
-    for name, weight in STAGE_WEIGHTS.items():
-        if name == stage:
-            if name == "encode" and renditions:
-                done += weight * sum(r.progress for r in renditions) / len(renditions)
-            return round(min(done, 1.0), 4)
-        done += weight
-    return 1.0 if stage in ("cleanup", "done") else 0.0
 
 
 async def _heartbeats(client: Client, desc: WorkflowExecutionDescription) -> dict[str, Progress]:
@@ -108,6 +89,40 @@ def _add_chunk_speed(renditions: list[RenditionState], beats: dict[str, list[Pro
             r.speed = sum(b.speed or 0.0 for b in running) or None
 
 
+async def _deliveries(client: Client, workflow_id: str | None) -> list[WebhookDelivery]:
+    """The deliverer's record of each event; the attempt in flight (its retries are
+    Temporal's) from its pending activity."""
+    if workflow_id is None:
+        return []
+    handle = client.get_workflow_handle(workflow_id, result_type=list[WebhookDelivery])
+    try:
+        desc = await handle.describe(rpc_timeout=QUERY_TIMEOUT)
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            found: list[WebhookDelivery] = await handle.query(
+                "deliveries", result_type=list[WebhookDelivery], rpc_timeout=QUERY_TIMEOUT
+            )
+        else:
+            found = await handle.result()
+    except Exception:  # not started yet, or no worker to answer now: nothing to report
+        return []
+    for pending in desc.raw_description.pending_activities:
+        delivery = next((d for d in found if d.event_id == pending.activity_id), None)
+        if delivery is None:
+            continue
+        running = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        delivery.attempts = pending.attempt if running else pending.attempt - 1
+        failure = pending.last_failure
+        if failure.message:
+            delivery.last_error = failure.message
+            details = failure.application_failure_info.details.payloads
+            try:
+                (info,) = await client.data_converter.decode(details, [dict])
+                delivery.last_status = info.get("status")
+            except (ValueError, TypeError):
+                pass
+    return found
+
+
 def _started(desc: WorkflowExecutionDescription) -> bool:
     return any(
         p.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
@@ -149,12 +164,12 @@ def _as_encode_result(result: PipelineResult) -> EncodeResult | PipelineResult:
 async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_url: str) -> JobView:
     status = STATUS.get(desc.status or WorkflowExecutionStatus.RUNNING, JobStatus.RUNNING)
     pipeline = desc.workflow_type == PIPELINE_TYPE
-    handle = client.get_workflow_handle(
-        desc.id, run_id=desc.run_id, result_type=PipelineResult if pipeline else EncodeResult
-    )
+    quality = desc.workflow_type == QUALITY_TYPE
+    kind = PipelineResult if pipeline else QualityResult if quality else EncodeResult
+    handle = client.get_workflow_handle(desc.id, run_id=desc.run_id, result_type=kind)
     state: WorkflowState | None = None
     error: ErrorInfo | None = None
-    result: EncodeResult | PipelineResult | None = None
+    result: EncodeResult | PipelineResult | QualityResult | None = None
     stage: str | None
 
     if status is JobStatus.SUCCEEDED:
@@ -174,7 +189,14 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
         except Exception:  # no worker to answer right now: report what describe knows
             state = None
 
-    if isinstance(result, PipelineResult):  # finished without publishing anything
+    webhook_workflow = (
+        result.webhook_workflow
+        if isinstance(result, EncodeResult)
+        else state.webhook_workflow
+        if state
+        else None
+    )
+    if isinstance(result, PipelineResult | QualityResult):  # finished, nothing packaged
         renditions, stage, dropped, source, not_carried = [], "done", [], None, []
         manifests, progress, stage_seconds = None, 1.0, result.stage_seconds
     elif result is not None:
@@ -204,7 +226,11 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
             queued = stage == "queued" or (stage is None and desc.history_length <= 2)
             if queued or (stage == "probe" and not _started(desc)):
                 status = JobStatus.PENDING
-        progress = overall_progress(stage or "queued", renditions)
+        progress = (quality_progress if quality else overall_progress)(
+            stage or "queued", renditions
+        )
+        if state is not None and state.progress is not None:  # a pipeline run's own
+            progress = state.progress
     return JobView(
         job_id=desc.id,
         status=status,
@@ -220,4 +246,6 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
         updated_at=_updated_at(desc),
         web_ui_url=web_ui_url,
         stage_seconds=stage_seconds,
+        webhooks=await _deliveries(client, webhook_workflow),
+        quality=result if isinstance(result, QualityResult) else None,
     )

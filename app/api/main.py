@@ -17,6 +17,7 @@ from app.api.routers import (
     jobs,
     pages,
     pipelines,
+    quality,
     workers,
 )
 from app.api.security import BodyLimit, require_api_key
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workers.router, dependencies=protected)
     app.include_router(functions.router, dependencies=protected)
     app.include_router(pipelines.router, dependencies=protected)
+    app.include_router(quality.router, dependencies=protected)
     app.include_router(codec.router, dependencies=protected)
     # The job pages: public shells and static files; the outputs behind the key (pages.py).
     app.include_router(pages.router)

@@ -22,6 +22,7 @@ from rich.table import Table
 from app.cli.client import api_client
 from app.cli.dev import BUCKET, SOURCES_BUCKET, DevError, Stack
 from app.cli.follow import FollowError, follow
+from app.cli.quality import quality
 from app.cli.samples import make_video
 from app.core.models import JobList, JobStatus, JobView, ProbeResult, VideoInfo
 from app.core.settings import get_settings
@@ -31,6 +32,7 @@ worker_app = typer.Typer(help="Run a worker pool.", no_args_is_help=True)
 app.add_typer(worker_app, name="worker")
 pipeline_app = typer.Typer(help="Plato pipelines: YAML rules over functions.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
+app.command()(quality)
 
 
 def _fail(message: str) -> None:

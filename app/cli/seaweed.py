@@ -3,8 +3,9 @@
 ``cosmos dev --storage s3`` runs one under ``<data dir>/s3``; the test suite runs one per
 session. ``weed server -s3`` is a master, a volume server, a filer and the S3 gateway in one
 process. Every one of its eight ports is given (the S3 port by the caller, the rest chosen
-free), all bound to 127.0.0.1; S3 requests are signed (SigV4 or V2, presigned URLs too) with
-the one identity of its ``-s3.config`` file, which holds the access key and secret.
+free), all bound to 127.0.0.1 (or ``host``); S3 requests are signed (SigV4 or V2, presigned
+URLs too) with the one identity of its ``-s3.config`` file, which holds the access key and
+secret.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class Seaweed:
     internal_ports: Sequence[int]
     allowed_origins: Sequence[str] = ("*",)
     """Origins the S3 gateway answers CORS for (a browser's presigned GETs from the job page)."""
+    host: str = "127.0.0.1"
+    """The address every port binds to and the servers name each other by (loopback unless
+    other machines must reach it: tests/test_multihost.py binds a host's own address)."""
     credentials: Credentials = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,7 +105,7 @@ class Seaweed:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.s3_port}"
+        return f"http://{self.host}:{self.s3_port}"
 
     @property
     def ports(self) -> list[int]:
@@ -118,7 +122,7 @@ class Seaweed:
         internal = [f"-{flag}={port}" for flag, port in pairs]
         return [
             weed_binary(), "-logtostderr", "server",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+            f"-ip={self.host}", f"-ip.bind={self.host}", f"-dir={data}",
             f"-master.dir={master}",
             # A fresh master at every start: its raft state would hold its first election
             # back ~15 s, and what matters is on disk: the volumes (the objects' bytes) and

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -151,7 +151,16 @@ class EncodeRequest(Strict):
     accelerator: Accelerator = Field(
         "auto", description="auto: GPU encoders when a capable pool polls, else CPU."
     )
-    webhook_url: HttpUrl | None = None
+    webhook_url: HttpUrl | None = Field(
+        None, description="Where the job's signed events are POSTed (see the README's Webhooks)."
+    )
+    webhook_secret: str | None = Field(
+        None,
+        min_length=16,
+        max_length=256,
+        description="Signs this job's events instead of COSMOS_WEBHOOK_SECRET. It travels in the "
+        "workflow's input: set COSMOS_PAYLOAD_KEYS so Temporal stores it encrypted.",
+    )
     chunk_seconds: float = Field(
         DEFAULT_CHUNK_SECONDS,
         ge=0,
@@ -238,6 +247,10 @@ class EncodeJob(Strict):
     codec: Codec
     segment_seconds: int
     webhook_url: str | None = None
+    webhook_secret: str | None = None
+    """None: the workers' COSMOS_WEBHOOK_SECRET signs."""
+    webhook_retry_hours: float = Field(24.0, gt=0, le=720)
+    webhook_progress_step: int = Field(10, ge=1, le=100, description="Percent between events.")
     output_uri: str
     scratch_uri: str
     retry: RetryOptions = RetryOptions()
@@ -792,6 +805,68 @@ class NotifyInput(Strict):
     manifests: Manifests | None = None
 
 
+# ---------------------------------------------------------------- webhooks
+
+WebhookEventType = Literal[
+    "job.accepted",
+    "job.started",
+    "job.stage",
+    "job.progress",
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+]
+FINAL_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
+
+
+class WebhookEvent(Strict):
+    """The body POSTed to a job's webhook; ``id`` is the same on every attempt, so a receiver
+    drops duplicates by it."""
+
+    id: str
+    type: WebhookEventType
+    job_id: str
+    created_at: datetime
+    data: dict[str, Any] = {}
+
+
+class WebhookTarget(Strict):
+    url: str
+    secret: str | None = Field(None, description="None: the worker's COSMOS_WEBHOOK_SECRET.")
+    retry_hours: float = Field(24.0, gt=0, le=720)
+
+
+class WebhookRun(Strict):
+    """Input of the WebhookWorkflow that delivers one job run's events."""
+
+    target: WebhookTarget
+    first: WebhookEvent
+
+
+class WebhookCall(Strict):
+    """One delivery: the activity's input."""
+
+    target: WebhookTarget
+    event: WebhookEvent
+
+
+class WebhookAnswer(Strict):
+    status_code: int
+    attempt: int
+
+
+class WebhookDelivery(BaseModel):
+    """One event's delivery, as the job status lists it."""
+
+    event_id: str
+    type: WebhookEventType
+    state: Literal["queued", "delivering", "delivered", "failed"] = "queued"
+    attempts: int = Field(0, description="Attempts made so far (the one in flight included).")
+    last_status: int | None = Field(None, description="HTTP status of the last answer.")
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
 # ---------------------------------------------------------------- pipeline functions
 # The inputs and outputs of the built-in functions a Plato rule names as steps
 # (app/stratum/builtins.py). The pipeline runtime fills job_id, scratch_uri, output_uri and
@@ -823,10 +898,27 @@ class EncodeSegmentInput(Strict):
     )
     codec: Codec = "h264"
     segment_seconds: int = Field(4, ge=1, le=10, description="HLS/DASH segment (and GOP) length.")
+    chunk_seconds: float = Field(
+        DEFAULT_CHUNK_SECONDS,
+        ge=0,
+        le=600,
+        description="Chunk length for encoding in parallel over the pools, as POST /v1/encode "
+        "does; 0: whole, in one activity.",
+    )
+    min_chunk_seconds: float = Field(DEFAULT_MIN_CHUNK_SECONDS, ge=0.5, le=600)
+
+
+class SegmentPlan(Strict):
+    """``encode-segment``'s profile fitted to the source: the rendition, or why it is dropped;
+    and the job its encode runs under (retries, heartbeat, chunking from the worker's settings)."""
+
+    job: EncodeJob
+    rendition: Rendition | None = None
+    dropped: DroppedProfile | None = None
 
 
 class EncodeSegmentOutput(Strict):
-    """One rendition, encoded whole into scratch; or the profile dropped (it would upscale)."""
+    """One rendition, encoded into scratch; or the profile dropped (it would upscale)."""
 
     rendition: Rendition | None = Field(description="None: the profile was dropped.")
     media: EncodedMedia | None = Field(description="None: the profile was dropped.")
@@ -885,6 +977,272 @@ class NotifyOncallOutput(Strict):
     notified: bool = Field(description="The job's webhook was called (false: none, logged only).")
 
 
+# ---------------------------------------------------------------- quality (VMAF, PSNR, SSIM)
+
+QualityMetric = Literal["vmaf", "psnr", "ssim"]
+QualityAlign = Literal["strict", "auto"]
+QualityAt = Literal["reference", "rendition", "display"]
+"""The size a comparison is made at: the reference's (any pair), the rendition's (the source
+scaled down to it) or the top rung's display size (both scaled to it, for VMAF)."""
+ALL_METRICS: tuple[QualityMetric, ...] = ("vmaf", "psnr", "ssim")
+DEFAULT_QUALITY_CHUNK_SECONDS = 10.0
+
+
+def _unique_metrics(value: list[QualityMetric]) -> list[QualityMetric]:
+    if len(set(value)) != len(value):
+        raise ValueError("each metric at most once")
+    return value
+
+
+class QualityRequest(Strict):
+    """Body of ``POST /v1/quality``: compare any two files."""
+
+    reference: str = Field(
+        min_length=1, max_length=4096, description="The original: path, file:// or s3:// URI."
+    )
+    distorted: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="The copy measured against it, brought to the reference's size (bicubic).",
+    )
+    metrics: list[QualityMetric] = Field(
+        default_factory=lambda: list(ALL_METRICS), min_length=1, max_length=3
+    )
+    align: QualityAlign = Field(
+        "strict",
+        description="strict: a frame-rate or duration mismatch is an error; auto: the distorted "
+        "is resampled to the reference's frame rate and the common duration is compared.",
+    )
+    chunk_seconds: float = Field(
+        DEFAULT_QUALITY_CHUNK_SECONDS,
+        ge=1,
+        le=600,
+        description="Length of the pieces computed in parallel (a long title gets longer ones).",
+    )
+
+    _metrics = field_validator("metrics")(_unique_metrics)
+
+
+class QualityRecomputeRequest(Strict):
+    """Body of ``POST /v1/jobs/{job_id}/quality`` (optional): every rendition of a finished
+    encode job against its source, from the published files."""
+
+    metrics: list[QualityMetric] = Field(
+        default_factory=lambda: list(ALL_METRICS), min_length=1, max_length=3
+    )
+    chunk_seconds: float = Field(DEFAULT_QUALITY_CHUNK_SECONDS, ge=1, le=600)
+
+    _metrics = field_validator("metrics")(_unique_metrics)
+
+
+class QualityFile(Strict):
+    """A file a quality job reads. ``source``: checked as any source is; ``scratch``: a file of
+    this job's scratch space; ``hls``: a media playlist of a published package, joined into
+    scratch (init segment and fMP4 segments, byte for byte) before anything reads it."""
+
+    uri: str
+    kind: Literal["source", "scratch", "hls"] = "source"
+
+
+class QualityView(Strict):
+    """One size a comparison is measured at; ``None`` sizes are the reference's, once probed."""
+
+    at: QualityAt
+    width: int | None = Field(None, ge=16, le=8192)
+    height: int | None = Field(None, ge=16, le=8192)
+    metrics: list[QualityMetric] = Field(min_length=1, max_length=3)
+
+
+class QualityComparison(Strict):
+    """One distorted file (a rendition, or the other file of a pair) against the reference."""
+
+    name: TrackName
+    distorted: QualityFile
+    views: list[QualityView] = Field(min_length=1, max_length=4)
+    frame_rate: str | None = Field(None, description="Known already (a rendition's plan).")
+    encoded_with: EncoderSettings | None = Field(
+        None,
+        description="The rendition's settings: its deinterlacing and tone-mapping are applied "
+        "to the reference too, so like is compared with like.",
+    )
+
+    @field_validator("views")
+    @classmethod
+    def _one_view_per_size_kind(cls, value: list[QualityView]) -> list[QualityView]:
+        kinds = [v.at for v in value]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("each of reference, rendition and display at most once")
+        return value
+
+
+class QualityJob(Strict):
+    """The QualityWorkflow's input."""
+
+    job_id: str
+    reference: QualityFile
+    comparisons: list[QualityComparison] = Field(min_length=1, max_length=64)
+    align: QualityAlign = "strict"
+    chunk_seconds: float = DEFAULT_QUALITY_CHUNK_SECONDS
+    output_uri: str
+    scratch_uri: str
+    retry: RetryOptions = RetryOptions()
+    heartbeat_timeout_s: float = Field(30.0, gt=0, le=3600)
+    window: int = Field(DEFAULT_WINDOW, ge=1, le=1000, description="Chunk tasks in flight.")
+    of_job: str | None = Field(None, description="The encode job whose renditions are measured.")
+
+
+class QualityPrepareInput(Strict):
+    job_id: str
+    scratch_uri: str
+    name: str = Field(description="Names the scratch copy: reference, or the comparison's name.")
+    file: QualityFile
+    container: str | None = Field(None, description="The probed demuxer (source files).")
+
+
+class QualityMedia(Strict):
+    """A file ready to be measured, and its video timeline as ffmpeg will see it."""
+
+    file: QualityFile = Field(description="A source or a scratch file (never a playlist).")
+    container: str
+    frames: int = Field(description="Video frames (demuxed packets).")
+    duration_s: float = Field(description="From the first frame to the end of the last.")
+    first_s: float = Field(description="Presentation time of the first frame.")
+    start_s: float = Field(description="The file's start time (what -ss is relative to).")
+    frame_rate: str
+    width: int = Field(description="As decoded: the display matrix's rotation applied.")
+    height: int
+    pix_fmt: str | None = None
+    variable_frame_rate: bool = False
+
+
+class QualityPair(Strict):
+    """A comparison as the chunk tasks compute it: every size resolved, the alignment decided.
+    Frames are counted on the pair's grid: the reference's frame rate, times ``multiplier``
+    where the rendition was deinterlaced at field rate."""
+
+    name: str
+    distorted: QualityMedia
+    views: list[QualityView]
+    multiplier: int = Field(1, ge=1, le=2)
+    resample_reference: bool = False
+    resample_distorted: bool = False
+    pix_fmt: str = Field(description="Both sides are converted to it (the distorted's format).")
+    encoded_with: EncoderSettings | None = None
+    frames: int = Field(description="Frames compared: the common length, on the pair's grid.")
+    notes: list[str] = Field(default_factory=list, description="What alignment did.")
+
+
+class QualityChunk(Strict):
+    """Reference frames ``[start_frame, end_frame)`` (``None``: to the end of the shorter file).
+    ``offset_frames`` is the title frame the files begin at: 0 for whole files, the chunk's
+    first frame where the files are an encode job's chunk files."""
+
+    index: int
+    start_frame: int = Field(ge=0)
+    end_frame: int | None = None
+    offset_frames: int = Field(0, ge=0)
+    duration_s: float = Field(description="About how long it lasts (progress only).")
+
+
+class QualityChunkInput(Strict):
+    job_id: str
+    scratch_uri: str
+    reference: QualityMedia
+    pairs: list[QualityPair] = Field(min_length=1)
+    chunk: QualityChunk
+    context: bool = Field(
+        True,
+        description="Decode a frame either side of the chunk, so VMAF's motion feature at the "
+        "chunk's edges is what a whole-file run computes (false for chunk files).",
+    )
+
+
+class QualityChunkResult(Strict):
+    index: int
+    uri: str = Field(description="The chunk's per-frame values (JSON) in scratch.")
+    frames: dict[str, int] = Field(description="Frames measured, per comparison.")
+    reused: bool = Field(False, description="Found whole from an earlier attempt.")
+
+
+class QualityAssembleInput(Strict):
+    job_id: str
+    scratch_uri: str
+    output_uri: str
+    reference: QualityMedia
+    pairs: list[QualityPair]
+    chunks: int = Field(ge=1, description="Chunk results in scratch, 0 .. chunks-1.")
+    of_job: str | None = None
+
+
+class WorstChunk(Strict):
+    index: int
+    start_s: float
+    end_s: float
+    value: float | None = Field(description="The chunk's pooled value (mean; PSNR from MSE).")
+
+
+class MetricSummary(Strict):
+    """One metric over every frame compared. ``None`` for an infinite PSNR (identical frames)."""
+
+    mean: float | None = Field(description="VMAF, SSIM: mean; PSNR: from the mean MSE.")
+    harmonic_mean: float | None = Field(None, description="VMAF only, as libvmaf pools it.")
+    p1: float | None = Field(description="1st percentile of the per-frame values.")
+    p5: float | None = Field(description="5th percentile.")
+    min: float | None
+    worst_chunk: WorstChunk | None = None
+
+
+class PsnrSummary(Strict):
+    """As ffmpeg's psnr filter reports: Y, U, V and their plane-size-weighted average."""
+
+    y: MetricSummary
+    u: MetricSummary
+    v: MetricSummary
+    average: MetricSummary
+
+
+class SsimSummary(Strict):
+    """As ffmpeg's ssim filter reports: Y, U, V and All (``all_db``: All's mean in dB)."""
+
+    y: MetricSummary
+    u: MetricSummary
+    v: MetricSummary
+    all: MetricSummary
+    all_db: float | None = None
+
+
+class QualityViewSummary(Strict):
+    at: QualityAt
+    width: int
+    height: int
+    vmaf_model: str | None = None
+    vmaf: MetricSummary | None = None
+    psnr: PsnrSummary | None = None
+    ssim: SsimSummary | None = None
+
+
+class QualityComparisonSummary(Strict):
+    name: str
+    distorted: str
+    frames: int
+    frame_rate: str = Field(description="The grid compared on (the reference's rate).")
+    duration_s: float
+    views: list[QualityViewSummary]
+    notes: list[str] = Field(default_factory=list, description="What alignment did.")
+    frames_uri: str = Field(description="Per-frame values: JSON in the output location.")
+
+
+class QualityResult(BaseModel):
+    """A quality job's result: ``quality.json`` in the output location, and the job status."""
+
+    job_id: str
+    reference: str
+    of_job: str | None = None
+    comparisons: list[QualityComparisonSummary]
+    quality_uri: str
+    stage_seconds: dict[str, float] = {}
+
+
 # ---------------------------------------------------------------- job state (query, result, API)
 
 
@@ -926,6 +1284,10 @@ class WorkflowState(BaseModel):
     chunk_workflows: dict[str, str] = Field(
         default_factory=dict, description="Running chunk-range children: workflow ID -> codec."
     )
+    webhook_workflow: str | None = Field(None, description="Delivers this run's events.")
+    progress: float | None = Field(
+        None, description="Where the workflow knows its own (pipeline runs); else the API's rule."
+    )
 
 
 class EncodeResult(BaseModel):
@@ -936,6 +1298,7 @@ class EncodeResult(BaseModel):
     stage_seconds: dict[str, float]
     source: ProbeResult | None = None
     not_carried: list[NotCarried] = []
+    webhook_workflow: str | None = None
 
 
 class Progress(BaseModel):
@@ -990,6 +1353,12 @@ class JobView(BaseModel):
     stage_seconds: dict[str, float] = Field(
         default_factory=dict, description="Seconds each finished stage took, by stage name."
     )
+    webhooks: list[WebhookDelivery] = Field(
+        default_factory=list, description="Each event sent to the job's webhook, in order."
+    )
+    quality: QualityResult | None = Field(
+        None, description="A finished quality job's result (POST /v1/quality)."
+    )
 
 
 class JobSummary(BaseModel):
@@ -1014,7 +1383,7 @@ class Pool(BaseModel):
     """Body item of ``GET /v1/workers``."""
 
     queue: str
-    kind: Literal["workflow", "cpu", "nvenc", "cuda"]
+    kind: Literal["workflow", "cpu", "nvenc", "cuda", "notify"]
     capabilities: list[str]
     pollers: list[Poller]
 

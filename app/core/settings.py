@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.models import DEFAULT_WINDOW
@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     )
     webhook_allowed_hosts: str = Field(
         "", description="Comma-separated webhook hosts allowed although private or loopback."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Signs every webhook event (HMAC-SHA256) unless the job gives its own;"
+        " a job with a webhook needs one or the other.",
+    )
+    webhook_retry_hours: float = Field(
+        24.0, gt=0, le=720, description="How long an event's delivery is retried."
+    )
+    webhook_progress_step: int = Field(
+        10, ge=1, le=100, description="A job.progress event every this many percent."
     )
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, SeaweedFS); AWS S3 when unset."

@@ -86,6 +86,19 @@ def forced_keyframes(start_s: float, duration_s: float, segment_s: int) -> list[
     return instants
 
 
+def worth_chunking(
+    duration_s: float, variable_frame_rate: bool, chunk_seconds: float, min_chunk_seconds: float
+) -> bool:
+    """Long enough for two chunks, and not variable-frame-rate (a VFR source is made constant
+    on one grid over the whole title: chunks would each start their own and round their frame
+    counts apart)."""
+    return (
+        chunk_seconds > 0
+        and duration_s >= chunk_seconds + min_chunk_seconds
+        and not variable_frame_rate
+    )
+
+
 def ranges(count: int, per_child: int = CHUNKS_PER_CHILD) -> list[tuple[int, int]]:
     """``[first, last)`` chunk ranges of at most ``per_child`` chunks, about equal in size."""
     children = max(1, -(-count // per_child))

@@ -38,6 +38,7 @@ def runtimes(specs: Iterable[FunctionSpec]) -> dict[str, StepRuntime]:
             fields=list(fields),
             required=[name for name, field in fields.items() if field.is_required()],
             consumes=dict(spec.consumes),
+            workflow=spec.workflow,
         )
     return runtimes
 

@@ -214,3 +214,69 @@ def store_for(uri: str, settings: Settings) -> Store:
     if scheme == "s3":
         return _s3(settings.s3_endpoint_url)
     raise StorageError(f"unsupported storage URI scheme {scheme!r} in {uri!r}")
+
+
+def storage_problem(uri: str, settings: Settings, timeout_s: float = 5.0) -> str | None:
+    """Why the store behind ``uri`` cannot be used now, in a few words; None when it can.
+
+    ``s3://``: one HeadBucket on its bucket, one attempt with short timeouts (a worker checks
+    this before it takes any task, so it must not hang for boto3's minute of retries). A local
+    folder is always usable: it is created on first write."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3":
+        return None
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    client: Any = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        config=Config(
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+        ),
+    )
+    endpoint = client.meta.endpoint_url
+    bucket = parsed.netloc
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", "")) or "error"
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            return f"s3 bucket {bucket} does not exist at {endpoint}"
+        if code in ("403", "AccessDenied", "Forbidden"):
+            return f"s3 bucket {bucket} at {endpoint}: access denied (check the AWS_* credentials)"
+        return f"s3 bucket {bucket} at {endpoint}: {code}"
+    except NoCredentialsError:
+        return f"no S3 credentials for {endpoint} (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+    except BotoCoreError as err:
+        return f"s3 endpoint {endpoint} unreachable ({_network_reason(err, timeout_s)})"
+    return None
+
+
+def _network_reason(err: BaseException, timeout_s: float) -> str:
+    """The OS's words for a failed connection (``Connection refused``, ``No route to host``),
+    found down the exception's causes; a timeout says how long it waited."""
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    if isinstance(err, ConnectTimeoutError):
+        return f"no answer to connect within {timeout_s:g}s"
+    if isinstance(err, ReadTimeoutError):
+        return f"no reply within {timeout_s:g}s"
+    seen: set[int] = set()
+    todo: list[BaseException] = [err]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        kwargs = getattr(current, "kwargs", None)
+        nested = [kwargs.get("error")] if isinstance(kwargs, dict) else []
+        for e in [current.__cause__, current.__context__, *nested, *current.args]:
+            if isinstance(e, BaseException):
+                todo.append(e)
+    return str(err) or type(err).__name__

@@ -8,19 +8,23 @@ calls the job's webhook. The encode pipeline's own steps are declared under thei
 ``inspect`` (a probe that keeps nothing), ``split`` (cut the source into chunks) and
 ``assemble`` (join a rendition's chunks: the existing ``assemble`` activity itself).
 
-``encode-segment`` encodes its rendition whole, as ``EncodeWorkflow`` does with chunking off;
-chunked encoding inside a pipeline (``split`` → ``encode_chunk`` per chunk → ``assemble``) is
-not wired as one function yet.
+``encode-segment`` runs as ``EncodeSegmentWorkflow`` (``app/plato/workflows/segment.py``):
+long titles are chunked as ``EncodeWorkflow`` chunks them (``split`` → chunk-range children →
+``assemble``), short ones are this module's activity, encoding the rendition whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
 import tempfile
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from app.core.models import (
@@ -40,7 +44,6 @@ from app.core.models import (
     MuxFinalInput,
     MuxFinalOutput,
     NotCarried,
-    NotifyInput,
     NotifyOncallInput,
     NotifyOncallOutput,
     PackageInput,
@@ -52,12 +55,17 @@ from app.core.models import (
     PublishInput,
     PublishManifestInput,
     Rendition,
+    RetryOptions,
+    SegmentPlan,
     SplitInput,
     SubtitleInput,
     SubtitleMedia,
     SubtitleRendition,
     ThumbnailInput,
     ThumbnailMedia,
+    WebhookCall,
+    WebhookEvent,
+    WebhookTarget,
 )
 from app.core.settings import Settings
 from app.media.ladder import PlanError, plan_renditions, resolve_profiles
@@ -197,25 +205,45 @@ async def inspect_source(input: ProbeSourceInput) -> ProbeResult:
     timeout_s=LONG_S,
     heartbeat_s=HEARTBEAT_S,
     consumes={"probe": "probe-source"},
+    workflow="EncodeSegmentWorkflow",
 )
 async def encode_segment(input: EncodeSegmentInput) -> EncodeSegmentOutput:
     """One rendition of the job: the profile fitted to the source by the ladder (never
-    upscaled: a profile taller than the source is returned as dropped), then encoded whole
-    into ``<scratch>/<job>/video/<name>.mp4`` by the encode pipeline's encoder. A finished
-    rendition is not encoded again."""
+    upscaled: a profile taller than the source is returned as dropped), then encoded into
+    ``<scratch>/<job>/video/<name>.mp4`` by the encode pipeline's encoder: in chunks over the
+    pools where the title is long enough (``EncodeSegmentWorkflow``, as ``POST /v1/encode``
+    chunks), else whole, here. A finished rendition is not encoded again."""
     settings = current_settings()
+    plan = fit_segment(input, settings)
+    if plan.rendition is None:
+        return EncodeSegmentOutput(rendition=None, media=None, dropped=plan.dropped)
+    encode = EncodeActivities(settings, "cpu", encode_threads(settings)).encode_video
+    media = await encode(
+        EncodeVideoInput(
+            job_id=input.job_id,
+            source_uri=plan.job.source_uri,
+            container=input.probe.container,
+            scratch_uri=input.scratch_uri,
+            rendition=plan.rendition,
+            duration_s=input.probe.duration_s,
+            rotation=input.probe.video.rotation,
+        )
+    )
+    return EncodeSegmentOutput(rendition=plan.rendition, media=media)
+
+
+@activity.defn(name="plan_segment")
+async def plan_segment(input: EncodeSegmentInput) -> SegmentPlan:
+    """``encode-segment``'s planning alone, for ``EncodeSegmentWorkflow`` to chunk."""
+    return fit_segment(input, current_settings())
+
+
+def fit_segment(input: EncodeSegmentInput, settings: Settings) -> SegmentPlan:
     uri = source_uri(input.source, settings)
     try:
         (profile,) = resolve_profiles([input.profile], input.codec)
     except PlanError as err:
         raise _refused(str(err), PLAN_ERROR) from None
-    video = input.probe.video
-    short = min(video.display_width, video.display_height)
-    if profile.height > short:
-        reason = f"{profile.height}p would upscale a {short}p source"
-        return EncodeSegmentOutput(
-            rendition=None, media=None, dropped=DroppedProfile(name=profile.name, reason=reason)
-        )
     job = job_of(
         settings,
         job_id=input.job_id,
@@ -224,24 +252,25 @@ async def encode_segment(input: EncodeSegmentInput) -> EncodeSegmentOutput:
         codec=input.codec,
         segment_seconds=input.segment_seconds,
         scratch_uri=input.scratch_uri,
+    ).model_copy(
+        update={
+            "chunk_seconds": input.chunk_seconds,
+            "min_chunk_seconds": input.min_chunk_seconds,
+            "retry": RetryOptions(max_attempts=settings.activity_max_attempts),
+            "heartbeat_timeout_s": settings.heartbeat_timeout_s,
+            "window": settings.chunk_window,
+        }
     )
+    video = input.probe.video
+    short = min(video.display_width, video.display_height)
+    if profile.height > short:
+        reason = f"{profile.height}p would upscale a {short}p source"
+        return SegmentPlan(job=job, dropped=DroppedProfile(name=profile.name, reason=reason))
     try:
         (rendition,) = plan_renditions(job, input.probe).renditions
     except PlanError as err:
         raise _refused(str(err), PLAN_ERROR) from None
-    encode = EncodeActivities(settings, "cpu", encode_threads(settings)).encode_video
-    media = await encode(
-        EncodeVideoInput(
-            job_id=input.job_id,
-            source_uri=uri,
-            container=input.probe.container,
-            scratch_uri=input.scratch_uri,
-            rendition=rendition,
-            duration_s=input.probe.duration_s,
-            rotation=video.rotation,
-        )
-    )
-    return EncodeSegmentOutput(rendition=rendition, media=media)
+    return SegmentPlan(job=job, rendition=rendition)
 
 
 # ---------------------------------------------------------------- mux-final
@@ -476,15 +505,28 @@ async def notify_oncall(input: NotifyOncallInput) -> NotifyOncallOutput:
     log.error("job %s failed%s: %s", input.job_id, where, reason)
     if not input.webhook_url:
         return NotifyOncallOutput(notified=False)
-    await LifecycleActivities(settings).notify(
-        NotifyInput(
-            job_id=input.job_id,
-            status="FAILED",
-            webhook_url=input.webhook_url,
-            error=input.error,
-        )
+    event = WebhookEvent(
+        id=f"evt_{_attempt_key(input.job_id)}",
+        type="job.failed",
+        job_id=input.job_id,
+        created_at=datetime.now(UTC),
+        data={
+            "status": "FAILED",
+            "step": input.step,
+            "error": input.error and input.error.model_dump(),
+        },
+    )
+    await LifecycleActivities(settings).deliver_webhook(
+        WebhookCall(target=WebhookTarget(url=input.webhook_url), event=event)
     )
     return NotifyOncallOutput(notified=True)
+
+
+def _attempt_key(job_id: str) -> str:
+    """The same on every attempt of one activity (a receiver drops the repeats by it)."""
+    where = activity.info() if activity.in_activity() else None
+    seed = f"{where.workflow_run_id}/{where.activity_id}" if where else f"{job_id}/{uuid.uuid4()}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
 # ---------------------------------------------------------------- split, assemble

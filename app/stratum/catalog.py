@@ -69,7 +69,8 @@ DEFAULT_SHAPE = ResourceShape(cpu_threads=1, memory_mib=1024)
 TAKEN = frozenset(
     {"assemble", "cleanup", "encode_audio", "encode_chunk", "encode_video",
      "generate_thumbnails", "notify", "package", "plan_renditions", "prepare_subtitles",
-     "probe_source", "publish_manifest", "route_encodes", "split_source"}
+     "plan_segment", "probe_source", "publish_manifest", "quality_assemble", "quality_chunk",
+     "quality_prepare", "route_encodes", "split_source"}
 )  # fmt: skip
 """Activity names the encode pipeline's workers already serve: no new function may take one
 (``assemble`` is declared as a function, served by that same activity)."""
@@ -112,6 +113,10 @@ class FunctionSpec:
     """The declared coroutine function, unbound (what :func:`bind` wraps)."""
     command: BaseModel | None = field(default=None, compare=False)
     """A command function's template (``app.stratum.commands.CommandSpec``)."""
+    workflow: str | None = None
+    """A workflow type (Plato's) that runs a call of this function by fanning its work out
+    over the pools, as a child of the pipeline run; None: one activity call. The activity
+    stays registered: the workflow may call it (``encode-segment`` does, for short titles)."""
 
 
 # ---------------------------------------------------------------- declaring
@@ -169,6 +174,7 @@ def declare(
     description: str = "",
     run: Callable[[Any], Awaitable[Any]] | None = None,
     implementation: Callable[..., Any] | None = None,
+    workflow: str | None = None,
 ) -> FunctionSpec:
     """A checked :class:`FunctionSpec` (what :func:`function` builds; built-ins that are served
     by an existing activity use it directly)."""
@@ -205,6 +211,7 @@ def declare(
         consumes=consumes,
         implementation=implementation,
         run=run,
+        workflow=workflow,
     )
 
 
@@ -220,6 +227,7 @@ def function(
     idempotent: bool = True,
     consumes: dict[str, str] | None = None,
     description: str | None = None,
+    workflow: str | None = None,
 ) -> Callable[[Callable[[In], Awaitable[Out]]], Callable[[In], Awaitable[Out]]]:
     """Declare ``async def f(input: In) -> Out`` as the function ``name``.
 
@@ -247,6 +255,7 @@ def function(
             consumes=consumes,
             description=text,
             run=fn,
+            workflow=workflow,
         )
         spec = replace(spec, implementation=_activity(spec, None))
         spec.implementation.__cosmos_function__ = spec  # type: ignore[union-attr]
@@ -418,6 +427,7 @@ def describe(spec: FunctionSpec) -> dict[str, Any]:
         "heartbeat_s": spec.heartbeat_s,
         "idempotent": spec.idempotent,
         "consumes": dict(spec.consumes),
+        "workflow": spec.workflow,
         "context": [f for f in CONTEXT_FIELDS if f in spec.input.model_fields],
         "input_schema": spec.input.model_json_schema(),
         "output_schema": spec.output.model_json_schema(mode="serialization"),

@@ -13,6 +13,7 @@ from app.core.models import Accelerator, Codec, Poller, Pool, Route
 from app.stratum.queues import (
     CPU_QUEUE,
     CUDA_QUEUE,
+    NOTIFY_QUEUE,
     NVENC_QUEUES,
     WORKFLOW_QUEUE,
     nvenc_queue,
@@ -92,6 +93,7 @@ def choose_route(codec: Codec, accelerator: Accelerator, live: set[str]) -> Rout
 CAPABILITIES = {
     WORKFLOW_QUEUE: ("workflow", ["workflows"]),
     CPU_QUEUE: ("cpu", ["probe", "encode h264/hevc/av1 in software", "package", "publish"]),
+    NOTIFY_QUEUE: ("notify", ["webhook deliveries"]),
     CUDA_QUEUE: ("cuda", ["nvdec decode", "scale_cuda", "encode h264/hevc/av1 in software"]),
     **{queue: ("nvenc", [f"nvenc {codec}"]) for queue, codec in NVENC_QUEUES.items()},
 }

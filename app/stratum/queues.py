@@ -16,6 +16,9 @@ WORKFLOW_QUEUE = "cosmos-workflows"
 CPU_QUEUE = "cosmos-cpu"
 """Stratum CPU pool: probing, software encoding, packaging, publishing."""
 
+NOTIFY_QUEUE = "cosmos-notify"
+"""Webhook deliveries: network waits only, on slots of their own, never behind an encode."""
+
 CUDA_QUEUE = "cosmos-gpu-cuda"
 """GPUs with NVDEC: decode and scale on the GPU (scale_cuda), encode in software. H100/H200."""
 

@@ -9,6 +9,7 @@ from typing import Any
 from temporalio.client import Client
 
 from app.core.settings import Settings
+from app.stratum.builtins import plan_segment
 from app.stratum.catalog import TAKEN, bind, catalog, spec_of
 from app.stratum.commands import command_activity, run_command
 from app.stratum.functions.analyze import AnalyzeActivities
@@ -17,6 +18,7 @@ from app.stratum.functions.chunks import ChunkActivities
 from app.stratum.functions.encode import EncodeActivities
 from app.stratum.functions.lifecycle import LifecycleActivities
 from app.stratum.functions.package import PackageActivities
+from app.stratum.functions.quality import QualityActivities
 from app.stratum.functions.routing import RoutingActivities
 from app.stratum.functions.subtitles import SubtitleActivities
 from app.stratum.functions.thumbnails import ThumbnailActivities
@@ -35,6 +37,7 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     package = PackageActivities(settings)
     lifecycle = LifecycleActivities(settings)
     routing = RoutingActivities(settings, client)
+    quality = QualityActivities(settings, threads)
     return [
         analyze.probe_source,
         analyze.plan,
@@ -48,11 +51,19 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         ThumbnailActivities(settings).generate,
         package.package,
         package.publish_manifest,
+        quality.prepare,
+        quality.measure_chunk,
+        quality.assemble,
         lifecycle.cleanup,
         lifecycle.notify,
+        plan_segment,
         *pool_functions(settings, "cpu"),
         *command_activities(settings),
     ]
+
+
+def notify_activities(settings: Settings) -> list[Callable[..., Any]]:
+    return [LifecycleActivities(settings).deliver_webhook]
 
 
 def pool_functions(settings: Settings, pool: str) -> list[Callable[..., Any]]:

@@ -19,12 +19,17 @@ from app.plato.workflows.chunks import ChunkRangeWorkflow
 from app.plato.workflows.encode import EncodeWorkflow
 from app.plato.workflows.inspect import InspectWorkflow
 from app.plato.workflows.pipeline import FanoutBatchWorkflow, PipelineWorkflow
-from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE
-from app.stratum.registry import cpu_activities
+from app.plato.workflows.quality import QualityWorkflow
+from app.plato.workflows.segment import EncodeSegmentWorkflow
+from app.plato.workflows.webhooks import WebhookWorkflow
+from app.stratum.queues import CPU_QUEUE, NOTIFY_QUEUE, WORKFLOW_QUEUE
+from app.stratum.registry import cpu_activities, notify_activities
 from app.stratum.resources import worker_concurrency
 from workers.runner import run_until_signal
 
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
+NOTIFY_SLOTS = 16
+"""Webhook deliveries at once: each is a wait on someone else's server, not work."""
 
 
 def identity(settings: Settings) -> str:
@@ -46,7 +51,17 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
                 InspectWorkflow,
                 PipelineWorkflow,
                 FanoutBatchWorkflow,
+                QualityWorkflow,
+                WebhookWorkflow,
+                EncodeSegmentWorkflow,
             ],
+        ),
+        Worker(
+            client,
+            task_queue=NOTIFY_QUEUE,
+            activities=notify_activities(settings),
+            identity=identity(settings),
+            max_concurrent_activities=NOTIFY_SLOTS,
         ),
         Worker(
             client,

@@ -166,6 +166,11 @@ async def submit(
             await asyncio.to_thread(check_webhook, str(body.webhook_url), settings.webhook_hosts)
         except WebhookRefused as err:
             raise field_error("webhook_url", str(err)) from None
+        if body.webhook_secret is None and settings.webhook_secret is None:
+            raise field_error(
+                "webhook_secret",
+                "events are signed: give webhook_secret, or set COSMOS_WEBHOOK_SECRET",
+            )
 
     sidecars = await asyncio.to_thread(resolve_sidecars, body, settings)
     job_id = job_id_for(body, source_uri, idempotency_key, sidecars)
@@ -176,6 +181,9 @@ async def submit(
         codec=body.codec,
         segment_seconds=body.segment_seconds,
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
+        webhook_secret=body.webhook_secret,
+        webhook_retry_hours=settings.webhook_retry_hours,
+        webhook_progress_step=settings.webhook_progress_step,
         output_uri=settings.resolved_output_uri,
         scratch_uri=settings.resolved_scratch_uri,
         retry=RetryOptions(max_attempts=settings.activity_max_attempts),

@@ -22,14 +22,15 @@ from app.api.job_view import PIPELINE_TYPE, STATUS, job_view
 from app.core.models import Codec, JobList, JobStatus, JobSummary, JobView, Manifests
 from app.observability.search import CODEC, SOURCE, quoted, registered, source_prefix
 from app.observability.search import STATUS as STATUS_KEY
+from app.plato.workflows.quality import QUALITY_TYPE
 from app.storage.object_store import store_for
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=documented(401, 502, 503))
 
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
 WORKFLOW_TYPE = "EncodeWorkflow"
-JOB_TYPES = (WORKFLOW_TYPE, PIPELINE_TYPE)
-"""Workflows that are jobs: an encode, or a Plato pipeline run."""
+JOB_TYPES = (WORKFLOW_TYPE, PIPELINE_TYPE, QUALITY_TYPE)
+"""Workflows that are jobs: an encode, a Plato pipeline run, a quality measurement."""
 VISIBILITY_STATUS = {
     JobStatus.PENDING: ["Running"],
     JobStatus.RUNNING: ["Running"],

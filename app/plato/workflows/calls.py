@@ -5,8 +5,10 @@ Workflow code (deterministic): imported by EncodeWorkflow and ChunkRangeWorkflow
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -19,9 +21,10 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from app.core.models import EncodeJob, ErrorInfo, Route
+    from app.core.models import EncodeJob, ErrorInfo, RetryOptions, Route
     from app.stratum.queues import CPU_QUEUE
 
+T = TypeVar("T")
 NON_RETRYABLE = ["InvalidSource", "PlanError", "NoCapablePool", "AssemblyError"]
 SHORT = timedelta(minutes=2)
 LONG = timedelta(hours=6)
@@ -34,8 +37,18 @@ def heartbeat_timeout(stall_s: float) -> timedelta:
     return timedelta(seconds=stall_s * 1.25 + 1)
 
 
+class CallOptions(Protocol):
+    """What ``call`` reads of a job: an encode job, a quality job."""
+
+    @property
+    def retry(self) -> RetryOptions: ...
+
+    @property
+    def heartbeat_timeout_s(self) -> float: ...
+
+
 def call(
-    job: EncodeJob,
+    job: CallOptions,
     fn: Any,
     arg: Any,
     *,
@@ -118,3 +131,27 @@ def error_info(err: BaseException) -> ErrorInfo:
     if isinstance(err, ApplicationError):
         return ErrorInfo(type=err.type or "ApplicationError", message=err.message)
     return ErrorInfo(type=type(err).__name__, message=str(err))
+
+
+async def all_or_none(work: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run all in parallel; on the first failure or a cancellation the others are cancelled
+    and awaited, so their ffmpeg processes are dead before compensation removes their files."""
+    if not work:
+        return []
+    tasks = [asyncio.create_task(w) for w in work]
+    try:
+        await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        await cancel_and_wait(tasks)
+        raise
+    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+    if failed:
+        await cancel_and_wait(tasks)
+        raise failed[0].exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await workflow.wait(tasks)

@@ -50,12 +50,22 @@ with workflow.unsafe.imports_passed_through():
         SubtitleRendition,
         ThumbnailInput,
         ThumbnailMedia,
+        WebhookEventType,
+        WebhookTarget,
         WorkflowState,
     )
-    from app.media.chunking import chunk_progress, output_frames, ranges, window_share
+    from app.core.progress import overall_progress
+    from app.media.chunking import (
+        chunk_progress,
+        output_frames,
+        ranges,
+        window_share,
+        worth_chunking,
+    )
     from app.observability.search import STATUS as STATUS_KEY
-    from app.plato.workflows.calls import LONG, call, call_routed, error_info
+    from app.plato.workflows.calls import LONG, all_or_none, call, call_routed, error_info
     from app.plato.workflows.chunks import PROGRESS_SIGNAL, ChunkRangeWorkflow
+    from app.plato.workflows.webhooks import JobEvents
     from app.stratum.functions.analyze import AnalyzeActivities
     from app.stratum.functions.audio import AudioActivities
     from app.stratum.functions.chunks import ChunkActivities
@@ -77,6 +87,8 @@ CHUNK_PATCH = "chunked"
 """Histories recorded before chunked encoding replay with one activity per rendition."""
 THUMBNAIL_PATCH = "thumbnails"
 """Histories recorded before thumbnails replay without the thumbnail activity."""
+WEBHOOK_PATCH = "webhook-events"
+"""Histories recorded before webhook events replay with one notify activity at the end."""
 
 
 @dataclass
@@ -98,6 +110,8 @@ class EncodeWorkflow:
         self._visible = False
         self._chunks_done: dict[str, dict[str, int]] = {}
         """codec -> chunk-range child workflow ID -> chunks it finished"""
+        self._events: JobEvents | None = None
+        """None: a run from before webhook events (see ``WEBHOOK_PATCH``)."""
 
     @workflow.query
     def state(self) -> WorkflowState:
@@ -118,6 +132,10 @@ class EncodeWorkflow:
             and workflow.info().typed_search_attributes.get(STATUS_KEY) is not None
         )
         self._set_status(JobStatus.RUNNING)
+        if workflow.patched(WEBHOOK_PATCH):
+            self._events = JobEvents(job.job_id, _webhook_target(job), job.webhook_progress_step)
+            self._state.webhook_workflow = self._events.workflow_id
+            self._events.emit("job.accepted", source=job.source_uri, codec=job.codec)
         try:
             probe = await self._stage(
                 "probe",
@@ -127,6 +145,12 @@ class EncodeWorkflow:
                 ),
             )
             self._state.source = probe
+            self._emit(
+                "job.started",
+                duration_s=probe.duration_s,
+                width=probe.video.width,
+                height=probe.video.height,
+            )
             plan = await self._stage(
                 "plan", self._call(AnalyzeActivities.plan, PlanInput(job=job, probe=probe))
             )
@@ -150,14 +174,12 @@ class EncodeWorkflow:
                 )
                 routes = {route.codec: route for route in decided}
             chunks = None
-            # A variable-frame-rate source is made constant on one grid over the whole title:
-            # chunks would each start their own (and round their frame counts apart).
-            if (
-                job.chunk_seconds > 0
-                and probe.duration_s >= job.chunk_seconds + job.min_chunk_seconds
-                and not probe.video.variable_frame_rate
-                and workflow.patched(CHUNK_PATCH)
-            ):
+            if worth_chunking(
+                probe.duration_s,
+                probe.video.variable_frame_rate,
+                job.chunk_seconds,
+                job.min_chunk_seconds,
+            ) and workflow.patched(CHUNK_PATCH):
                 chunks = await self._stage("split", self._split(job, probe))
             if chunks is not None and chunks.count > 1:
                 tracks = await self._stage(
@@ -226,6 +248,7 @@ class EncodeWorkflow:
             stage_seconds=self._state.stage_seconds,
             source=probe,
             not_carried=plan.not_carried,
+            webhook_workflow=self._state.webhook_workflow,
         )
 
     # ------------------------------------------------------------------ fan-out / fan-in
@@ -238,7 +261,7 @@ class EncodeWorkflow:
             self._encode_rendition(job, probe, rendition, routes.get(rendition.codec))
             for rendition in plan.renditions
         ]
-        results: list[Any] = await _all_or_none([*work, self._tracks(job, probe, plan)])
+        results: list[Any] = await all_or_none([*work, self._tracks(job, probe, plan)])
         return [v for v in results[:-1] if v is not None], results[-1]
 
     async def _tracks(self, job: EncodeJob, probe: ProbeResult, plan: Plan) -> Tracks:
@@ -252,7 +275,7 @@ class EncodeWorkflow:
         images: list[Coroutine[Any, Any, Any]] = []
         if job.thumbnails is not None and workflow.patched(THUMBNAIL_PATCH):
             images.append(self._thumbnails(job, probe, plan))
-        results = await _all_or_none([*audio, *texts, *images])
+        results = await all_or_none([*audio, *texts, *images])
         return Tracks(
             audio=[r for r in results[: len(audio)] if isinstance(r, EncodedMedia)],
             subtitles=[r for r in results[len(audio) :] if isinstance(r, SubtitleMedia)],
@@ -371,7 +394,7 @@ class EncodeWorkflow:
                     window=window,
                 )
                 children.append(self._chunk_range(child_id, request))
-        results = await _all_or_none([*children, self._tracks(job, probe, plan)])
+        results = await all_or_none([*children, self._tracks(job, probe, plan)])
         self._record_ranges([r for r in results[:-1] if isinstance(r, ChunkRangeResult)])
         tracks = results[-1]
         assert isinstance(tracks, Tracks)
@@ -420,6 +443,7 @@ class EncodeWorkflow:
             if state.codec == codec:
                 state.chunks_done = finished
                 state.progress = chunk_progress(finished, state.chunks_total or 0)
+        self._advanced()
 
     async def _assemble(
         self, job: EncodeJob, probe: ProbeResult, plan: Plan, chunks: ChunkPlan
@@ -446,9 +470,10 @@ class EncodeWorkflow:
             )
             state.status, state.progress = "done", 1.0
             state.frames, state.size_bytes = media.frames, media.size_bytes
+            self._advanced()
             return media.model_copy(update={"encoder": state.encoder, "queue": state.queue})
 
-        results = await _all_or_none([one(r) for r in plan.renditions])
+        results = await all_or_none([one(r) for r in plan.renditions])
         return [r for r in results if r is not None]
 
     async def _encode_rendition(
@@ -483,6 +508,7 @@ class EncodeWorkflow:
         state.status, state.progress = "done", 1.0
         state.frames, state.size_bytes = media.frames, media.size_bytes
         state.queue, state.encoder = media.queue or state.queue, media.encoder
+        self._advanced()
         return media
 
     # ------------------------------------------------------------------ helpers
@@ -493,8 +519,19 @@ class EncodeWorkflow:
         if self._visible:
             workflow.upsert_search_attributes([STATUS_KEY.value_set(status.value)])
 
+    def _emit(self, type: WebhookEventType, **data: Any) -> None:
+        if self._events is not None:
+            self._events.emit(type, **data)
+
+    def _advanced(self) -> None:
+        if self._events is not None:
+            self._events.progress(overall_progress(self._state.stage, self._state.renditions))
+
     async def _stage(self, name: str, step: Awaitable[T]) -> T:
         self._state.stage = name
+        if name != "probe":  # the probe starts with the job: job.accepted says so
+            self._emit("job.stage", stage=name)
+            self._advanced()
         started = workflow.time()
         result = await step
         self._state.stage_seconds[name] = round(workflow.time() - started, 3)
@@ -538,6 +575,23 @@ class EncodeWorkflow:
             )
         except ActivityError as err:
             workflow.logger.error("cleanup of %s failed: %s", job.job_id, err.cause or err)
+        if self._events is not None:
+            self._events.emit(
+                FINAL[status],
+                status=status.value,
+                error=error and error.model_dump(mode="json"),
+                manifests=manifests and manifests.model_dump(mode="json"),
+            )
+            await self._events.flush()
+        else:
+            await self._notify(status, error, manifests)
+        self._state.stage = "done" if status is JobStatus.SUCCEEDED else previous
+
+    async def _notify(
+        self, status: JobStatus, error: ErrorInfo | None, manifests: Manifests | None
+    ) -> None:
+        assert self._job is not None
+        job = self._job
         try:
             await self._call(
                 LifecycleActivities.notify,
@@ -552,7 +606,21 @@ class EncodeWorkflow:
             )
         except ActivityError as err:
             workflow.logger.warning("notify of %s failed: %s", job.job_id, err.cause or err)
-        self._state.stage = "done" if status is JobStatus.SUCCEEDED else previous
+
+
+FINAL: dict[JobStatus, WebhookEventType] = {
+    JobStatus.SUCCEEDED: "job.succeeded",
+    JobStatus.FAILED: "job.failed",
+    JobStatus.CANCELLED: "job.cancelled",
+}
+
+
+def _webhook_target(job: EncodeJob) -> WebhookTarget | None:
+    if not job.webhook_url:
+        return None
+    return WebhookTarget(
+        url=job.webhook_url, secret=job.webhook_secret, retry_hours=job.webhook_retry_hours
+    )
 
 
 def _cancel_requested() -> bool:
@@ -560,27 +628,3 @@ def _cancel_requested() -> bool:
     (the activity's result wins); the run task still counts it, so it is not lost."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-async def _all_or_none(work: list[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run all in parallel; on the first failure or a cancellation the others are cancelled
-    and awaited, so their ffmpeg processes are dead before compensation removes their files."""
-    if not work:
-        return []
-    tasks = [asyncio.create_task(w) for w in work]
-    try:
-        await workflow.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    except asyncio.CancelledError:
-        await _cancel_and_wait(tasks)
-        raise
-    failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
-    if failed:
-        await _cancel_and_wait(tasks)
-        raise failed[0].exception()  # type: ignore[misc]
-    return [t.result() for t in tasks]
-
-
-async def _cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await workflow.wait(tasks)

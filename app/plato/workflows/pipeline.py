@@ -43,10 +43,11 @@ with workflow.unsafe.imports_passed_through():
         Run,
         Sequence,
     )
+    from app.plato.rules.validate import steps_run
     from app.plato.workflows.calls import error_info, heartbeat_timeout
     from app.stratum.catalog import CONTEXT_FIELDS
     from app.stratum.functions.lifecycle import LifecycleActivities
-    from app.stratum.queues import CPU_QUEUE
+    from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE
 
 RECENT_FIRINGS = 8
 BATCH_ITEMS = 200
@@ -64,6 +65,9 @@ class StepRuntime(BaseModel):
     fields: list[str] = Field(default_factory=list)
     required: list[str] = Field(default_factory=list)
     consumes: dict[str, str] = Field(default_factory=dict)
+    workflow: str | None = Field(
+        None, description="Runs as this child workflow (a FunctionCall in), not one activity."
+    )
 
 
 class PipelineRun(BaseModel):
@@ -145,6 +149,10 @@ class PipelineWorkflow:
         """Of those, the ones waiting for a step they consume."""
         self._handling = 0
         """Failure rules (onExhausted) still running: the run fails after them."""
+        self._calls = 0
+        """Step calls made, for the IDs of the ones that run as child workflows."""
+        self._items: dict[str, tuple[int, int]] = {}
+        """Fanned-out step -> items finished, items in all (for progress)."""
 
     @workflow.query(name="state")
     def state(self) -> WorkflowState:
@@ -153,7 +161,29 @@ class PipelineWorkflow:
             stage=", ".join(running) if running else ("done" if self._fatal is None else "failed"),
             stage_seconds=dict(self._seconds),
             manifests=self._manifests(),
+            progress=self._progress(),
         )
+
+    def _progress(self) -> float:
+        """The share of the steps the success path runs that are done (a fanned-out step by
+        its items). Steps only failure rules run are not counted: a run that needs none of
+        them still reaches 1."""
+        if not hasattr(self, "_run"):
+            return 0.0
+        planned = set()
+        for rule in self._run.definition.rules:
+            if rule.when.kind not in ("failed", "any_failed"):
+                planned |= steps_run(rule.do)
+        if not planned:
+            return 0.0
+        done = 0.0
+        for step in planned:
+            if step in self._done:
+                done += 1
+            elif self._items.get(step):
+                finished, total = self._items[step]
+                done += finished / total
+        return round(min(done / len(planned), 1.0), 4)
 
     @workflow.run
     async def run(self, run: PipelineRun) -> PipelineResult:
@@ -293,6 +323,7 @@ class PipelineWorkflow:
             return
         window = asyncio.Semaphore(fanout.max_parallel or self._run.max_parallel)
         results: list[Any] = [None] * len(items)
+        self._items[fanout.run] = (0, len(items))
 
         async def one(index: int, item: Any) -> None:
             async with window:
@@ -300,6 +331,8 @@ class PipelineWorkflow:
                     fanout.run, fanout.with_, {**env, fanout.var: item}, item=index,
                     fanned=True,
                 )  # fmt: skip
+            finished, total = self._items[fanout.run]
+            self._items[fanout.run] = (finished + 1, total)
 
         await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
         self._fanned[fanout.run] = results
@@ -343,6 +376,7 @@ class PipelineWorkflow:
                 self._running[step] -= len(batch)
                 self._seconds[step] = round(workflow.time() - self._started_at[step], 3)
             results += outputs
+            self._items[step] = (len(results), len(args))
             for _ in outputs:
                 await self._emit(Event(kind="completed", step=step))
         self._fanned[step] = results
@@ -378,9 +412,11 @@ class PipelineWorkflow:
         self._running[step] = self._running.get(step, 0) + 1
         self._started_at.setdefault(step, workflow.time())
         label = step if item is None else f"{step} [{item}]"
+        self._calls += 1
+        call_id = f"{workflow.info().workflow_id}-{step}-{self._calls}"
         try:
-            output = await run_step(step, arg, spec, self._retry(step, spec), label)
-        except ActivityError as err:
+            output = await run_step(step, arg, spec, self._retry(step, spec), label, call_id)
+        except (ActivityError, ChildWorkflowError) as err:
             raise await self._failure(step, error_info(err)) from None
         finally:
             self._running[step] -= 1
@@ -554,11 +590,35 @@ class PipelineWorkflow:
         return None
 
 
+class FunctionCall(BaseModel):
+    """The input of a function that runs as a workflow (``StepRuntime.workflow``)."""
+
+    id: str = Field(description="The call's workflow ID: its own children's IDs start so.")
+    step: str
+    input: dict[str, Any]
+    spec: StepRuntime
+    retry: RetrySpec
+
+
 async def run_step(
-    step: str, arg: dict[str, Any], spec: StepRuntime, retry: RetrySpec, summary: str
+    step: str,
+    arg: dict[str, Any],
+    spec: StepRuntime,
+    retry: RetrySpec,
+    summary: str,
+    call_id: str,
 ) -> Any:
-    """One call of a function: its activity by name, as the catalog declared it; the Web UI
-    shows ``summary`` (the step and its fan-out item)."""
+    """One call of a function: its activity by name, as the catalog declared it, or its
+    workflow as a child (ID ``call_id``); the Web UI shows ``summary`` (the step and its
+    fan-out item)."""
+    if spec.workflow is not None:
+        return await workflow.execute_child_workflow(
+            spec.workflow,
+            FunctionCall(id=call_id, step=step, input=arg, spec=spec, retry=retry),
+            id=call_id,
+            task_queue=WORKFLOW_QUEUE,
+            static_summary=summary,
+        )
     return await workflow.execute_activity(
         step,
         arg,
@@ -583,7 +643,8 @@ class FanoutBatchWorkflow:
         async def one(index: int, arg: dict[str, Any]) -> Any:
             async with window:
                 label = f"{batch.step} [{batch.first + index}]"
-                return await run_step(batch.step, arg, spec, batch.retry, label)
+                call_id = f"{workflow.info().workflow_id}-{batch.first + index}"
+                return await run_step(batch.step, arg, spec, batch.retry, label, call_id)
 
         return list(await asyncio.gather(*(one(i, a) for i, a in enumerate(batch.args))))
 

@@ -1,0 +1,30 @@
+"""A job's overall progress from its stage and renditions: one rule for the API's status and
+the workflow's progress events, so they never disagree."""
+
+from __future__ import annotations
+
+from app.core.models import RenditionState
+
+# Share of the overall progress bar each stage stands for; encoding is nearly all the work.
+# Stages a job does not run (split and assemble are for chunked encodes) are passed over.
+STAGE_WEIGHTS = {
+    "probe": 0.03,
+    "plan": 0.02,
+    "route": 0.0,
+    "split": 0.02,
+    "encode": 0.8,
+    "assemble": 0.04,
+    "package": 0.06,
+    "publish": 0.03,
+}
+
+
+def overall_progress(stage: str, renditions: list[RenditionState]) -> float:
+    done = 0.0
+    for name, weight in STAGE_WEIGHTS.items():
+        if name == stage:
+            if name == "encode" and renditions:
+                done += weight * sum(r.progress for r in renditions) / len(renditions)
+            return round(min(done, 1.0), 4)
+        done += weight
+    return 1.0 if stage in ("cleanup", "done") else 0.0
