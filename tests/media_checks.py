@@ -85,6 +85,8 @@ def check_package(
     }
     media_files -= check_thumbnails(out_dir, manifest)
     media_files -= {"files"}  # what pipeline functions wrote beside the package (catalog.py)
+    if manifest.get("quality"):  # the job asked for quality: its summary and per-frame values
+        media_files -= {"quality.json", "frames"}
     assert all(
         re.fullmatch(r"(init-\d+|chunk-\d+-\d{5})\.m4s|(media|iframe)_\d+\.m3u8", n)
         for n in media_files

@@ -115,6 +115,14 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("minimum above the target", {"chunk_seconds": 4, "min_chunk_seconds": 5}, "min_chunk_seconds"),
     ("unknown pixel aspect", {"pixel_aspect": "anamorphic"}, "pixel_aspect"),
     ("pixel aspect not a string", {"pixel_aspect": 1}, "pixel_aspect"),
+    ("unknown ladder", {"ladder": "best"}, "ladder"),
+    (
+        "ladder minimum above its maximum",
+        {"ladder": "auto", "ladder_options": {"min_kbps": 900, "max_kbps": 300}},
+        "ladder_options.max_kbps",
+    ),
+    ("ladder VMAF above 99", {"ladder": "auto", "ladder_options": {"top_vmaf": 120}}, "top_vmaf"),
+    ("ladder options without auto", {"ladder_options": {"max_rungs": 3}}, "ladder_options"),
 ]
 
 # (case, file, words the job's error must contain)

@@ -51,6 +51,7 @@ async def test_encode_over_http(
     out_dir = uri_to_path(view["manifests"]["manifest"]).parent
     assert out_dir == stack.data_dir / "outputs" / job_id
     manifest = check_package(out_dir, ffmpeg, 2.0, "30/1")
+    assert manifest["validation"]["passed"] is True, manifest["validation"]
     assert set(manifest["stage_seconds"]) == {"probe", "plan", "route", "encode", "package"}
     assert {r["queue"] for r in view["renditions"]} == {"cosmos-cpu"}
     assert {r["encoder"] for r in view["renditions"]} == {"libx264"}

@@ -197,6 +197,12 @@ def test_runs_are_refused_clearly(stack: Stack, media_dir: Path) -> None:
             json={"input": {"source": "/etc/passwd", "profiles": TINY}},
         )
         assert outside.status_code == 422 and "input.source" in outside.text
+        for version in ("../../../etc/passwd", "sha256:\u0000", "sha256:" + "0" * 64):
+            run = http.post(
+                "/v1/pipelines/encode-workflow-v3/runs", json={"input": {}, "version": version}
+            )
+            # not a version: 422 naming it; a well-formed one never registered: 404
+            assert run.status_code == (404 if version.endswith("0" * 64) else 422), run.text
         bad_kind = http.post("/v1/pipelines", content=b"x", headers={"Content-Type": "image/png"})
         assert bad_kind.status_code == 415
 

@@ -13,7 +13,9 @@ from temporalio.worker import Replayer
 
 from app.plato.workflows.chunks import ChunkRangeWorkflow
 from app.plato.workflows.encode import EncodeWorkflow
+from app.plato.workflows.ladder import LadderWorkflow
 from app.plato.workflows.pipeline import PipelineWorkflow
+from app.plato.workflows.quality import QualityWorkflow
 from app.plato.workflows.segment import EncodeSegmentWorkflow
 from app.plato.workflows.webhooks import WebhookWorkflow
 
@@ -34,6 +36,8 @@ async def test_history_replays_deterministically(path: Path) -> None:
             EncodeWorkflow,
             ChunkRangeWorkflow,
             PipelineWorkflow,
+            QualityWorkflow,
+            LadderWorkflow,
             WebhookWorkflow,
             EncodeSegmentWorkflow,
         ],

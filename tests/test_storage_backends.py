@@ -3,6 +3,8 @@ SeaweedFS on loopback, the ``s3_server`` fixture, over HTTP through boto3)."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from app.cli.samples import make_video
 from app.cli.seaweed import Seaweed
+from app.core.settings import Settings
+from app.storage.object_store import S3Store
 from tests.conftest import BIN
 from tests.media_checks import check_package
 from tests.stack import Stack
@@ -209,3 +213,25 @@ def test_job_page_plays_s3_outputs_through_presigned_urls(
         presigned = [url for url, _ in watch.requests if url.startswith(endpoint)]
         assert presigned and all("Signature" in url for url in presigned)
         assert watch.page_errors == [] and watch.external == []
+
+
+def test_an_upload_given_up_stops_and_leaves_no_object(
+    s3_server: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled activity sets the event: the transfer stops at its next chunk instead of
+    landing later (a cut-off worker's upload resuming after the job's cleanup)."""
+    for name, value in s3_server.client_env().items():
+        monkeypatch.setenv(name, value)
+    client = s3_server.client()
+    if BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=BUCKET)
+    store = S3Store(Settings(s3_endpoint_url=s3_server.endpoint))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 * 1024 * 1024))  # multipart: several parts
+    cancelled = threading.Event()
+    cancelled.set()
+    with pytest.raises(Exception, match="cancelled"):
+        store.upload(big, f"s3://{BUCKET}/strays/big.bin", cancelled)
+    assert not store.exists(f"s3://{BUCKET}/strays/big.bin")
+    store.upload(big, f"s3://{BUCKET}/strays/big.bin", threading.Event())
+    assert store.size(f"s3://{BUCKET}/strays/big.bin") == big.stat().st_size

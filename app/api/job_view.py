@@ -247,5 +247,9 @@ async def job_view(client: Client, desc: WorkflowExecutionDescription, web_ui_ur
         web_ui_url=web_ui_url,
         stage_seconds=stage_seconds,
         webhooks=await _deliveries(client, webhook_workflow),
-        quality=result if isinstance(result, QualityResult) else None,
+        quality=result
+        if isinstance(result, QualityResult)
+        else result.quality
+        if isinstance(result, EncodeResult)
+        else None,
     )

@@ -138,6 +138,53 @@ DEFAULT_WINDOW = 256
 
 DEFAULT_PROFILES: tuple[ProfileName | CustomProfile, ...] = ("720p", "480p", "360p")
 
+LadderMode = Literal["fixed", "auto"]
+DEFAULT_MAX_RUNGS = 5
+DEFAULT_TOP_VMAF = 95.0
+
+
+class LadderOptions(Strict):
+    """``ladder: auto``'s bounds (see the README's "Per-title ladders"). Unset bitrates follow
+    the fixed ladder it replaces: ``max_kbps`` 1.5x its top rung (the fixed ladder's VBV
+    peak), ``min_kbps`` half its lowest rung."""
+
+    max_rungs: int = Field(
+        DEFAULT_MAX_RUNGS,
+        ge=1,
+        le=12,
+        description="At most this many rungs; fewer where more would not help (rungs closer "
+        "than 3 VMAF points or a bitrate ratio of 1.5 are not made).",
+    )
+    min_kbps: int | None = Field(
+        None,
+        ge=64,
+        le=100_000,
+        description="Where the bottom rung sits (a network floor); default half the fixed "
+        "ladder's lowest bitrate. A title that reaches top_vmaf below it gets one rung.",
+    )
+    max_kbps: int | None = Field(
+        None,
+        ge=64,
+        le=100_000,
+        description="No rung above it; default 1.5x the fixed ladder's top bitrate.",
+    )
+    top_vmaf: float = Field(
+        DEFAULT_TOP_VMAF,
+        ge=50,
+        le=99,
+        description="The top rung's VMAF (at the top rung's display size), unless max_kbps "
+        "comes first.",
+    )
+    codec: Codec | None = Field(None, description="The auto ladder's codec; default the job's.")
+
+    @field_validator("max_kbps")
+    @classmethod
+    def _maximum_above_minimum(cls, value: int | None, info: ValidationInfo) -> int | None:
+        minimum = info.data.get("min_kbps")
+        if value is not None and minimum is not None and value < minimum:
+            raise ValueError(f"must be at least min_kbps ({minimum})")
+        return value
+
 
 class EncodeRequest(Strict):
     """Body of ``POST /v1/encode``."""
@@ -209,6 +256,19 @@ class EncodeRequest(Strict):
         description="Trick-play thumbnails (JPEG sprite sheets with a WebVTT index, an HLS "
         "image playlist and a DASH-IF thumbnail set) and a poster.jpg; false: neither.",
     )
+    quality: QualityOptions | None = Field(
+        None,
+        description="VMAF, PSNR and/or SSIM of every rendition against the source, in "
+        "manifest.json and the job status; default: not measured.",
+    )
+    ladder: LadderMode = Field(
+        "fixed",
+        description="fixed: the profiles as given; auto: a per-title ladder from an analysis "
+        "of this title (samples encoded at the profiles' resolutions, VMAF, convex hull).",
+    )
+    ladder_options: LadderOptions = Field(
+        default_factory=LadderOptions, description="ladder auto's bounds (only with auto)."
+    )
 
     @field_validator("profiles")
     @classmethod
@@ -271,6 +331,10 @@ class EncodeJob(Strict):
         None, description="None: no thumbnails or poster (and jobs from before them)."
     )
     program_date_time: AwareDatetime | None = None
+    quality: QualityOptions | None = None
+    ladder: LadderMode = "fixed"
+    """auto: ``profiles`` are the fixed ladder until the per-title analysis replaces them."""
+    ladder_options: LadderOptions = LadderOptions()
 
 
 # ---------------------------------------------------------------- probe and plan
@@ -655,6 +719,9 @@ class EncodeChunkInput(Strict):
     renditions: list[Rendition]
     segment_seconds: int
     rotation: int = 0
+    decode_check: bool = Field(
+        True, description="False where the job's quality pass decodes every frame instead."
+    )
 
 
 class ChunkOutput(Strict):
@@ -725,6 +792,11 @@ class PackageInput(Strict):
     subtitles: list[SubtitleMedia] = []
     thumbnails: ThumbnailMedia | None = None
     program_date_time: AwareDatetime | None = None
+    audio_planned: bool = Field(
+        True,
+        description="The audio tracks were encoded to the plan's codec and channels (False: "
+        "packaged as given, so validation does not hold them to the plan).",
+    )
 
 
 class PackagedThumbnails(Strict):
@@ -740,6 +812,28 @@ class PackagedThumbnails(Strict):
     bandwidth: int = Field(description="Peak bits per second over the sheets.")
     poster: str
     poster_size: str = Field(description="e.g. 1280x720.")
+
+
+class ValidationCheck(Strict):
+    """One check of the validation pass over a package (``app.media.validation``)."""
+
+    target: str = Field(description="The rendition or track checked, by name; or hls, dash.")
+    check: str = Field(description="e.g. segments, size, codecs, frames, duration, colour.")
+    ok: bool
+    detail: str = Field("", description="What was measured, or what is wrong.")
+
+
+class ValidationReport(Strict):
+    """Every output read back before publishing: decodes, is what the plan asked, matches its
+    encode; every manifest parses and names only files that are there, of the recorded size."""
+
+    passed: bool
+    checks: list[ValidationCheck]
+    seconds: float = Field(description="Wall time of the pass.")
+
+    @property
+    def failures(self) -> list[ValidationCheck]:
+        return [c for c in self.checks if not c.ok]
 
 
 class PackageResult(Strict):
@@ -765,6 +859,9 @@ class PackageResult(Strict):
         default_factory=dict, description="Peak segment bit rate by representation id."
     )
     thumbnails: PackagedThumbnails | None = None
+    validation: ValidationReport | None = Field(
+        None, description="The validation pass; None: packages from before it ran."
+    )
 
 
 class PublishInput(Strict):
@@ -777,6 +874,8 @@ class PublishInput(Strict):
     stage_seconds: dict[str, float]
     audio_tracks: list[EncodedMedia] = []
     subtitles: list[SubtitleMedia] = []
+    quality: QualityResult | None = None
+    ladder_analysis: LadderAnalysis | None = Field(None, description="ladder auto's analysis.")
 
 
 class Manifests(Strict):
@@ -994,6 +1093,18 @@ def _unique_metrics(value: list[QualityMetric]) -> list[QualityMetric]:
     return value
 
 
+class QualityOptions(Strict):
+    """``quality`` of ``POST /v1/encode``: measured per rendition after the encode, in chunks
+    over the pools; the pass decodes every frame and stands in for the chunks' decode check."""
+
+    metrics: list[QualityMetric] = Field(
+        default_factory=lambda: list(ALL_METRICS), min_length=1, max_length=3
+    )
+    chunk_seconds: float = Field(DEFAULT_QUALITY_CHUNK_SECONDS, ge=1, le=600)
+
+    _metrics = field_validator("metrics")(_unique_metrics)
+
+
 class QualityRequest(Strict):
     """Body of ``POST /v1/quality``: compare any two files."""
 
@@ -1089,6 +1200,12 @@ class QualityJob(Strict):
     heartbeat_timeout_s: float = Field(30.0, gt=0, le=3600)
     window: int = Field(DEFAULT_WINDOW, ge=1, le=1000, description="Chunk tasks in flight.")
     of_job: str | None = Field(None, description="The encode job whose renditions are measured.")
+    target_uri: str | None = Field(
+        None,
+        description="Where quality.json and frames/ go; default <output_uri>/<job_id>. An encode "
+        "job's quality pass writes into its package's staging, published with it.",
+    )
+    cleanup: bool = Field(True, description="False inside an encode job: its saga cleans up.")
 
 
 class QualityPrepareInput(Strict):
@@ -1172,6 +1289,7 @@ class QualityAssembleInput(Strict):
     pairs: list[QualityPair]
     chunks: int = Field(ge=1, description="Chunk results in scratch, 0 .. chunks-1.")
     of_job: str | None = None
+    target_uri: str | None = Field(None, description="Default <output_uri>/<job_id>.")
 
 
 class WorstChunk(Strict):
@@ -1243,6 +1361,148 @@ class QualityResult(BaseModel):
     stage_seconds: dict[str, float] = {}
 
 
+# ---------------------------------------------------------------- per-title ladders (ladder: auto)
+
+
+class LadderInput(Strict):
+    """The LadderWorkflow's input (and its first activity's): the job, with its ``profiles``
+    still the fixed ladder, and the source's probe. The analysis knobs have defaults that a
+    job never changes; tests and the bench make it cheaper."""
+
+    job: EncodeJob
+    probe: ProbeResult
+    samples: int | None = Field(
+        None, ge=1, le=10, description="None: by duration, 1 to 4 (at most half the title)."
+    )
+    sample_seconds: float = Field(2.0, ge=0.5, le=10)
+    crfs: list[int] | None = Field(
+        None, min_length=2, max_length=8, description="Quality points; None: the codec's."
+    )
+    preset: str | None = Field(
+        None, description="Preset of the analysis encodes; None: the rungs' own (the job's)."
+    )
+
+
+class LadderSample(Strict):
+    """A piece of the title, decoded once and kept lossless (FFV1) in scratch: every analysis
+    encode reads it, and it is their VMAF reference."""
+
+    index: int
+    start_s: float = Field(description="Where it starts in the source.")
+    duration_s: float
+    frames: int
+    frame_rate: str = Field(description="The renditions' rate (field-rate deinterlacing: 2x).")
+    uri: str = Field(description="The lossless copy in scratch (removed after the analysis).")
+
+
+class LadderPrepared(Strict):
+    """What the analysis measures: resolutions, samples, quality points, the bounds."""
+
+    codec: Codec
+    options: LadderOptions = Field(description="Resolved: every bound and the codec set.")
+    fixed: list[Rendition] = Field(description="The fixed ladder's plan (the job's profiles).")
+    candidates: list[Rendition] = Field(
+        description="One per resolution measured: the fixed ladder's sizes that fit, in the "
+        "auto ladder's codec and the analysis preset."
+    )
+    display_width: int
+    display_height: int
+    vmaf_model: str
+    samples: list[LadderSample]
+    crfs: list[int]
+    cap_kbps: int | None = Field(
+        description="maxrate of the analysis encodes (capped CRF): 1.5x max_kbps; None for "
+        "SVT-AV1 (no VBV in CRF mode here)."
+    )
+    keyframes: int = Field(description="Keyframes scanned for scene scores.")
+    scene_cuts: int = Field(description="Of which scene cuts.")
+    notes: list[str] = []
+
+
+class LadderMeasureInput(Strict):
+    """One sample at one resolution, encoded at every quality point and measured."""
+
+    job_id: str
+    scratch_uri: str
+    sample: LadderSample
+    rendition: Rendition
+    crfs: list[int] = Field(min_length=1)
+    display_width: int
+    display_height: int
+
+
+class LadderPoint(Strict):
+    """One encode of the analysis (``sample`` set), or one quality point pooled over every
+    sample (``sample`` None: the bits over the seconds, VMAF over the frames)."""
+
+    width: int
+    height: int
+    crf: int
+    sample: int | None = None
+    kbps: float
+    vmaf: float = Field(description="Mean over the frames, at the display size.")
+    vmaf_harmonic_mean: float
+    frames: int
+    duration_s: float
+    size_bytes: int = Field(description="The video stream's bytes (packets, no container).")
+    on_hull: bool = Field(False, description="A vertex of the upper convex hull of its set.")
+
+
+class LadderMeasured(Strict):
+    sample: int
+    width: int
+    height: int
+    points: list[LadderPoint]
+
+
+class LadderChooseInput(Strict):
+    prepared: LadderPrepared
+    measured: list[LadderMeasured]
+
+
+class LadderRung(Strict):
+    """A rung of a ladder and the VMAF the analysis predicts for it (at the display size)."""
+
+    name: str
+    width: int
+    height: int
+    bitrate_kbps: int
+    predicted_vmaf: float | None = Field(
+        None, description="None: not predicted (another codec than the analysis')."
+    )
+    extrapolated: bool = Field(False, description="Below every measured bitrate.")
+
+
+class LadderSampleSpan(Strict):
+    index: int
+    start_s: float
+    duration_s: float
+    frames: int
+
+
+class LadderAnalysis(Strict):
+    """What ``ladder: auto`` decided and why: ``manifest.json``'s ``ladder_analysis``."""
+
+    method: str
+    codec: Codec
+    profiles: list[CustomProfile] = Field(description="The chosen rungs, as the plan takes them.")
+    rungs: list[LadderRung] = Field(description="The chosen rungs, bottom first.")
+    fixed: list[LadderRung] = Field(description="The fixed ladder it replaced, bottom first.")
+    hull: list[LadderPoint] = Field(description="The pooled upper convex hull, by bitrate.")
+    points: list[LadderPoint] = Field(description="Every quality point, pooled over samples.")
+    sample_points: list[LadderPoint] = Field(description="Every encode of every sample.")
+    samples: list[LadderSampleSpan]
+    options: LadderOptions = Field(description="The bounds applied (defaults resolved).")
+    display_width: int
+    display_height: int
+    vmaf_model: str
+    crfs: list[int]
+    preset: str
+    keyframes: int
+    scene_cuts: int
+    notes: list[str] = []
+
+
 # ---------------------------------------------------------------- job state (query, result, API)
 
 
@@ -1299,6 +1559,7 @@ class EncodeResult(BaseModel):
     source: ProbeResult | None = None
     not_carried: list[NotCarried] = []
     webhook_workflow: str | None = None
+    quality: QualityResult | None = Field(None, description="Where the job asked for quality.")
 
 
 class Progress(BaseModel):

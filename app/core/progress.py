@@ -7,14 +7,18 @@ from app.core.models import RenditionState
 
 # Share of the overall progress bar each stage stands for; encoding is nearly all the work.
 # Stages a job does not run (split and assemble are for chunked encodes) are passed over.
+# EncodeWorkflow's job.progress webhook events read these: a change changes its commands, so
+# it needs a workflow.patched guard (recorded histories would no longer replay).
 STAGE_WEIGHTS = {
     "probe": 0.03,
+    "ladder": 0.0,
     "plan": 0.02,
     "route": 0.0,
     "split": 0.02,
     "encode": 0.8,
     "assemble": 0.04,
     "package": 0.06,
+    "quality": 0.0,
     "publish": 0.03,
 }
 

@@ -39,6 +39,7 @@ from app.core.models import (
     QualityChunk,
     QualityMedia,
     QualityMetric,
+    QualityView,
     SsimSummary,
     WorstChunk,
 )
@@ -70,6 +71,24 @@ class QualityMismatch(ValueError):
 
 class QualityLogError(ValueError):
     """A filter's log is missing, malformed, or disagrees with the others."""
+
+
+def display_size(width: int, height: int, sample_aspect_ratio: str) -> tuple[int, int]:
+    """A rung's size as shown: its width stretched by its pixel aspect, kept even."""
+    num, den = (int(x) for x in sample_aspect_ratio.split(":"))
+    return round(width * Fraction(num, den)) // 2 * 2, height
+
+
+def rendition_views(
+    width: int, height: int, display: tuple[int, int], metrics: list[QualityMetric]
+) -> list[QualityView]:
+    """A rendition at its own size (the source scaled down to it) and, for VMAF, at the top
+    rung's display size (the rendition scaled up to it), as the issue's VQS asks."""
+    views = [QualityView(at="rendition", width=width, height=height, metrics=metrics)]
+    if "vmaf" in metrics:
+        views.append(QualityView(at="display", width=display[0], height=display[1],
+                                 metrics=["vmaf"]))  # fmt: skip
+    return views
 
 
 def vmaf_model(width: int, height: int) -> str:
@@ -411,7 +430,9 @@ def measure_plan(
 
     ref_seeks = [seek(s, w) for s, w in zip(ref_sides, windows, strict=True)]
     ref_seek = None if None in ref_seeks else min(s for s in ref_seeks if s is not None)
-    args = ["-copyts", *_input(reference, ref_seek)]
+    # -xerror: a frame that does not decode fails the measurement (it is an encode job's
+    # decode check when quality is on), never a number computed over a partial picture
+    args = ["-xerror", "-copyts", *_input(reference, ref_seek)]
     dist_seeks = [seek(s, w) for s, w in zip(dist_sides, windows, strict=True)]
     for pair, dist_seek in zip(pairs, dist_seeks, strict=True):
         args += _input(pair.distorted, dist_seek)

@@ -9,6 +9,7 @@ gets exactly that text. Checking a definition against the functions there are is
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,12 +31,19 @@ class StoredDefinition(BaseModel):
     definition: Definition
 
 
+VERSION_PATTERN = r"^sha256:[0-9a-f]{64}$"
+"""A definition's version: the SHA-256 of its text."""
+VERSION = re.compile(VERSION_PATTERN)
+
+
 class DefinitionStore:
     def __init__(self, settings: Settings) -> None:
         self.root = settings.resolved_pipelines_uri
         self.store: Store = store_for(self.root, settings)
 
     def _uri(self, pipeline_id: str, version: str) -> str:
+        if not VERSION.fullmatch(version):  # never a path of the caller's making
+            raise ValueError(f"not a definition version: {version!r}")
         return join(self.root, pipeline_id, version.removeprefix("sha256:") + ".json")
 
     def put(self, definition: Definition, steps: list[str]) -> tuple[StoredDefinition, bool]:

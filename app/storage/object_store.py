@@ -8,6 +8,7 @@ from disk so a film is never held in memory.
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections.abc import Sequence
 from functools import lru_cache
@@ -21,13 +22,17 @@ from app.storage.local import StorageError, path_to_uri, remove_tree, uri_to_pat
 MIB = 1024 * 1024
 
 
+class UploadCancelled(Exception):
+    """Raised inside boto3's transfer to stop it."""
+
+
 class Store(Protocol):
     def exists(self, uri: str) -> bool: ...
     def size(self, uri: str) -> int: ...
     def read_bytes(self, uri: str, limit: int) -> bytes: ...
     def names(self, prefix: str) -> list[str]: ...
     def download(self, uri: str, dest: Path) -> None: ...
-    def upload(self, src: Path, uri: str) -> None: ...
+    def upload(self, src: Path, uri: str, cancelled: threading.Event | None = None) -> None: ...
     def upload_tree(self, src: Path, prefix: str, last: Sequence[str] = ()) -> None: ...
     def delete_prefix(self, prefix: str) -> int: ...
     def presign(self, uri: str, expires_s: int = 3600) -> str: ...
@@ -67,7 +72,7 @@ class LocalStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(uri_to_path(uri), dest)
 
-    def upload(self, src: Path, uri: str) -> None:
+    def upload(self, src: Path, uri: str, cancelled: threading.Event | None = None) -> None:
         target = uri_to_path(uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, target)
@@ -150,11 +155,19 @@ class S3Store:
         finally:
             part.unlink(missing_ok=True)
 
-    def upload(self, src: Path, uri: str) -> None:
+    def upload(self, src: Path, uri: str, cancelled: threading.Event | None = None) -> None:
+        """``cancelled``: set by the caller that gave up (a cancelled activity), the transfer
+        stops at its next chunk (a multipart upload is aborted), so an upload that a cut-off
+        worker resumes cannot land after the job's cleanup."""
         bucket, key = self._split(uri)
+
+        def progress(_: int) -> None:
+            if cancelled is not None and cancelled.is_set():
+                raise UploadCancelled(f"upload of {uri} cancelled")
+
         self.client.upload_file(
             str(src), bucket, key, Config=self.transfer,
-            ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+            ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Callback=progress,
         )  # fmt: skip
 
     def upload_tree(self, src: Path, prefix: str, last: Sequence[str] = ()) -> None:
@@ -229,7 +242,8 @@ def storage_problem(uri: str, settings: Settings, timeout_s: float = 5.0) -> str
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    client: Any = boto3.client(
+    # A session of its own: credentials are read afresh at every check.
+    client: Any = boto3.session.Session().client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         config=Config(

@@ -350,6 +350,7 @@ async def mux_final(input: MuxFinalInput) -> MuxFinalOutput:
             audio_tracks=audio_media,
             subtitles=subtitles,
             thumbnails=thumbnails,
+            audio_planned=input.audio is None,
         )
     )
     return MuxFinalOutput(

@@ -16,6 +16,7 @@ from app.stratum.functions.analyze import AnalyzeActivities
 from app.stratum.functions.audio import AudioActivities
 from app.stratum.functions.chunks import ChunkActivities
 from app.stratum.functions.encode import EncodeActivities
+from app.stratum.functions.ladder import LadderActivities
 from app.stratum.functions.lifecycle import LifecycleActivities
 from app.stratum.functions.package import PackageActivities
 from app.stratum.functions.quality import QualityActivities
@@ -38,6 +39,7 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     lifecycle = LifecycleActivities(settings)
     routing = RoutingActivities(settings, client)
     quality = QualityActivities(settings, threads)
+    ladder = LadderActivities(settings, threads)
     return [
         analyze.probe_source,
         analyze.plan,
@@ -54,6 +56,10 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         quality.prepare,
         quality.measure_chunk,
         quality.assemble,
+        ladder.prepare,
+        ladder.measure,
+        ladder.choose,
+        ladder.cleanup,
         lifecycle.cleanup,
         lifecycle.notify,
         plan_segment,

@@ -18,6 +18,7 @@ from app.observability.telemetry import setup_logging, setup_tracing
 from app.plato.workflows.chunks import ChunkRangeWorkflow
 from app.plato.workflows.encode import EncodeWorkflow
 from app.plato.workflows.inspect import InspectWorkflow
+from app.plato.workflows.ladder import LadderWorkflow
 from app.plato.workflows.pipeline import FanoutBatchWorkflow, PipelineWorkflow
 from app.plato.workflows.quality import QualityWorkflow
 from app.plato.workflows.segment import EncodeSegmentWorkflow
@@ -26,6 +27,7 @@ from app.stratum.queues import CPU_QUEUE, NOTIFY_QUEUE, WORKFLOW_QUEUE
 from app.stratum.registry import cpu_activities, notify_activities
 from app.stratum.resources import worker_concurrency
 from workers.runner import run_until_signal
+from workers.storage import wait_for_storage
 
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 NOTIFY_SLOTS = 16
@@ -52,6 +54,7 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
                 PipelineWorkflow,
                 FanoutBatchWorkflow,
                 QualityWorkflow,
+                LadderWorkflow,
                 WebhookWorkflow,
                 EncodeSegmentWorkflow,
             ],
@@ -85,6 +88,8 @@ async def main(settings: Settings | None = None) -> None:
     setup_tracing("cosmos-worker-cpu")
     setup_metrics(settings.metrics_port)
     client = await connect(settings)
+    # No task is taken before the scratch and output stores answer: one line says why.
+    await wait_for_storage(settings)
     await run_until_signal(build_workers(client, settings))
 
 

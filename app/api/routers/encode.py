@@ -20,6 +20,7 @@ from app.api.starts import start_job
 from app.core.models import (
     EncodeJob,
     EncodeRequest,
+    LadderOptions,
     RetryOptions,
     SidecarAudio,
     SidecarSubtitle,
@@ -91,9 +92,13 @@ def job_id_for(
             "deinterlace_rate",
             "hdr",
             "pixel_aspect",
+            "ladder",
         )
         if getattr(request, name) != defaults[name].default
     }
+    ladder_options = request.ladder_options.model_dump(exclude_defaults=True)
+    if ladder_options:
+        optional["ladder_options"] = ladder_options
     # Audio and subtitle options, likewise only where set, with the sidecars as resolved URIs.
     audio = request.audio.model_dump(exclude_defaults=True)
     if request.audio.languages is not None:  # a set: the order picks nothing
@@ -106,6 +111,8 @@ def job_id_for(
         optional["subtitles"] = [s.model_dump(exclude_defaults=True) for s in sidecars.subtitles]
     if request.program_date_time is not None:
         optional["program_date_time"] = request.program_date_time.isoformat()
+    if request.quality is not None:
+        optional["quality"] = request.quality.model_dump()
     if request.thumbnails != ThumbnailOptions():  # off, or other than the default tiling
         optional["thumbnails"] = request.thumbnails and request.thumbnails.model_dump()
     canonical = json.dumps(
@@ -161,6 +168,8 @@ async def submit(
         resolve_profiles(body.profiles, body.codec)
     except PlanError as err:
         raise field_error("profiles", str(err)) from None
+    if body.ladder == "fixed" and body.ladder_options != LadderOptions():
+        raise field_error("ladder_options", 'applies only with "ladder": "auto"')
     if body.webhook_url is not None:
         try:
             await asyncio.to_thread(check_webhook, str(body.webhook_url), settings.webhook_hosts)
@@ -201,6 +210,9 @@ async def submit(
         subtitles=sidecars.subtitles,
         thumbnails=body.thumbnails or None,
         program_date_time=body.program_date_time,
+        ladder=body.ladder,
+        ladder_options=body.ladder_options,
+        quality=body.quality,
     )
     search_attributes = start_attributes(
         await registered.names(client, settings.namespace),

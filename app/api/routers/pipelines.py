@@ -22,7 +22,7 @@ from app.api.errors import documented, field_error
 from app.api.source_checks import checked_source
 from app.api.starts import start_job
 from app.core.models import RetryOptions, SubmitResponse
-from app.plato.definitions import DefinitionStore, StoredDefinition
+from app.plato.definitions import VERSION_PATTERN, DefinitionStore, StoredDefinition
 from app.plato.functions import parse, runtimes, steps_of
 from app.plato.rules.schema import definition_schema
 from app.plato.rules.validate import DefinitionError
@@ -66,7 +66,9 @@ class PipelineVersions(BaseModel):
 
 class RunRequest(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict, description="The run input (`input.*`).")
-    version: str | None = Field(None, description="A registered version; default the latest.")
+    version: str | None = Field(
+        None, pattern=VERSION_PATTERN, description="A registered version; default the latest."
+    )
 
 
 def _registered(stored: StoredDefinition) -> Registered:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from fractions import Fraction
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
@@ -38,7 +37,7 @@ from app.core.models import (
     TrackName,
 )
 from app.core.settings import Settings
-from app.media.quality import SAFE_NAME
+from app.media.quality import SAFE_NAME, display_size, rendition_views
 from app.plato.workflows.quality import QualityWorkflow
 from app.storage.object_store import store_for
 
@@ -182,8 +181,7 @@ def _comparisons(
     """Each rendition at its own size (the source scaled down to it) and, for VMAF, at the
     top rung's display size (the rendition scaled up to it)."""
     top = max(manifest.renditions, key=lambda r: r.width * r.height)
-    num, den = (int(x) for x in top.sample_aspect_ratio.split(":"))
-    display = (round(top.width * Fraction(num, den)) // 2 * 2, top.height)
+    display = display_size(top.width, top.height, top.sample_aspect_ratio)
     found = []
     for rendition in manifest.renditions:
         try:
@@ -192,12 +190,7 @@ def _comparisons(
             settings = None
         if settings is not None and settings.tonemap_from not in TONEMAP_SOURCES:
             raise HTTPException(409, detail=f"{rendition.name}: unknown tone-mapping source")
-        views = [QualityView(at="rendition", width=rendition.width, height=rendition.height,
-                             metrics=metrics)]  # fmt: skip
-        if "vmaf" in metrics:
-            views.append(
-                QualityView(at="display", width=display[0], height=display[1], metrics=["vmaf"])
-            )
+        views = rendition_views(rendition.width, rendition.height, display, metrics)
         rate = rendition.settings.get("frame_rate")
         found.append(
             QualityComparison(

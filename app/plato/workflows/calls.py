@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from app.stratum.queues import CPU_QUEUE
 
 T = TypeVar("T")
-NON_RETRYABLE = ["InvalidSource", "PlanError", "NoCapablePool", "AssemblyError"]
+NON_RETRYABLE = ["InvalidSource", "PlanError", "NoCapablePool", "AssemblyError", "ValidationError"]
 SHORT = timedelta(minutes=2)
 LONG = timedelta(hours=6)
 

@@ -94,6 +94,7 @@ class ChunkRangeWorkflow:
             renditions=input.renditions,
             segment_seconds=input.segment_seconds,
             rotation=input.rotation,
+            decode_check=input.job.quality is None,
         )
         result: ChunkResult
         result, queue = await call_routed(

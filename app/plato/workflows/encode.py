@@ -40,6 +40,10 @@ with workflow.unsafe.imports_passed_through():
         ProbeInput,
         ProbeResult,
         PublishInput,
+        QualityComparison,
+        QualityFile,
+        QualityJob,
+        QualityResult,
         Rendition,
         RenditionState,
         Route,
@@ -62,10 +66,14 @@ with workflow.unsafe.imports_passed_through():
         window_share,
         worth_chunking,
     )
+    from app.media.quality import display_size, rendition_views
     from app.observability.search import STATUS as STATUS_KEY
     from app.plato.workflows.calls import LONG, all_or_none, call, call_routed, error_info
     from app.plato.workflows.chunks import PROGRESS_SIGNAL, ChunkRangeWorkflow
+    from app.plato.workflows.ladder import per_title_ladder
+    from app.plato.workflows.quality import QualityWorkflow, published, quality_details
     from app.plato.workflows.webhooks import JobEvents
+    from app.storage.object_store import join
     from app.stratum.functions.analyze import AnalyzeActivities
     from app.stratum.functions.audio import AudioActivities
     from app.stratum.functions.chunks import ChunkActivities
@@ -87,6 +95,8 @@ CHUNK_PATCH = "chunked"
 """Histories recorded before chunked encoding replay with one activity per rendition."""
 THUMBNAIL_PATCH = "thumbnails"
 """Histories recorded before thumbnails replay without the thumbnail activity."""
+QUALITY_PATCH = "quality"
+"""Histories recorded before per-job quality replay without asking for it."""
 WEBHOOK_PATCH = "webhook-events"
 """Histories recorded before webhook events replay with one notify activity at the end."""
 
@@ -151,6 +161,10 @@ class EncodeWorkflow:
                 width=probe.video.width,
                 height=probe.video.height,
             )
+            ladder = None
+            if job.ladder == "auto":  # the title's own rungs, from its rate-quality hull
+                ladder = await self._stage("ladder", per_title_ladder(job, probe))
+                job = self._job = job.model_copy(update={"profiles": ladder.profiles})
             plan = await self._stage(
                 "plan", self._call(AnalyzeActivities.plan, PlanInput(job=job, probe=probe))
             )
@@ -210,6 +224,11 @@ class EncodeWorkflow:
                     heartbeat=True,
                 ),
             )
+            quality = None
+            if job.quality is not None and workflow.patched(QUALITY_PATCH):
+                quality = await self._stage(
+                    "quality", self._quality(job, plan, videos, package.staging_uri)
+                )
             manifests = await self._stage(
                 "publish",
                 self._call(
@@ -224,6 +243,8 @@ class EncodeWorkflow:
                         stage_seconds=dict(self._state.stage_seconds),
                         audio_tracks=tracks.audio,
                         subtitles=tracks.subtitles,
+                        quality=quality,
+                        ladder_analysis=ladder,
                     ),
                 ),
             )
@@ -249,6 +270,7 @@ class EncodeWorkflow:
             source=probe,
             not_carried=plan.not_carried,
             webhook_workflow=self._state.webhook_workflow,
+            quality=quality,
         )
 
     # ------------------------------------------------------------------ fan-out / fan-in
@@ -340,6 +362,49 @@ class EncodeWorkflow:
             heartbeat=True,
         )
         return media
+
+    async def _quality(
+        self, job: EncodeJob, plan: Plan, videos: list[EncodedMedia], staging_uri: str
+    ) -> QualityResult:
+        """Every rendition against the source, chunked over the pools (a QualityWorkflow
+        child); quality.json and frames/ land in the package's staging, published with it."""
+        assert job.quality is not None
+        metrics = job.quality.metrics
+        top = plan.renditions[0]
+        display = display_size(top.width, top.height, top.sample_aspect_ratio)
+        files = {m.name: m.uri for m in videos}
+        comparisons = [
+            QualityComparison(
+                name=r.name,
+                distorted=QualityFile(uri=files[r.name], kind="scratch"),
+                views=rendition_views(r.width, r.height, display, metrics),
+                frame_rate=r.settings.frame_rate,
+                encoded_with=r.settings,
+            )
+            for r in plan.renditions
+            if r.name in files
+        ]
+        result: QualityResult = await workflow.execute_child_workflow(
+            QualityWorkflow.run,
+            QualityJob(
+                job_id=job.job_id,
+                reference=QualityFile(uri=job.source_uri, kind="source"),
+                comparisons=comparisons,
+                align="auto",
+                chunk_seconds=job.quality.chunk_seconds,
+                output_uri=job.output_uri,
+                scratch_uri=job.scratch_uri,
+                retry=job.retry,
+                heartbeat_timeout_s=job.heartbeat_timeout_s,
+                window=job.window,
+                target_uri=staging_uri,
+                cleanup=False,
+            ),
+            id=f"{job.job_id}-quality",
+            task_queue=WORKFLOW_QUEUE,
+        )
+        workflow.set_current_details(quality_details(result))
+        return published(result, staging_uri, join(job.output_uri, job.job_id))
 
     # ------------------------------------------------------------------ chunked encoding
 

@@ -61,6 +61,39 @@ def quality_progress(stage: str, renditions: list[RenditionState]) -> float:
     return 1.0 if stage in ("cleanup", "done") else 0.0
 
 
+def quality_details(result: QualityResult) -> str:
+    """The Web UI's details pane (Markdown): each comparison's headline numbers."""
+    lines = []
+    for c in result.comparisons:
+        parts = []
+        for view in c.views:
+            where = f"{view.width}x{view.height}"
+            if view.vmaf is not None and view.vmaf.mean is not None:
+                parts.append(f"VMAF {view.vmaf.mean:.2f} at {where} ({view.at})")
+            if view.psnr is not None and view.psnr.average.mean is not None:
+                parts.append(f"PSNR {view.psnr.average.mean:.2f} dB")
+            if view.ssim is not None and view.ssim.all.mean is not None:
+                parts.append(f"SSIM {view.ssim.all.mean:.4f}")
+        lines.append(f"**{c.name}** " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def published(result: QualityResult, staging_uri: str, target_uri: str) -> QualityResult:
+    """URIs as they are once the package written in staging is published at ``target_uri``."""
+
+    def moved(uri: str) -> str:
+        return target_uri + uri[len(staging_uri) :] if uri.startswith(staging_uri) else uri
+
+    return result.model_copy(
+        update={
+            "quality_uri": moved(result.quality_uri),
+            "comparisons": [
+                c.model_copy(update={"frames_uri": moved(c.frames_uri)}) for c in result.comparisons
+            ],
+        }
+    )
+
+
 def _label(comparison: QualityComparison) -> str:
     return "the distorted" if comparison.name == "distorted" else f"rendition {comparison.name}"
 
@@ -112,6 +145,7 @@ class QualityWorkflow:
                         pairs=pairs,
                         chunks=len(chunks),
                         of_job=job.of_job,
+                        target_uri=job.target_uri,
                     ),
                     timeout=LONG,
                 ),
@@ -287,7 +321,10 @@ class QualityWorkflow:
         return result
 
     async def _cleanup(self, job: QualityJob, *, failed: bool) -> None:
-        """Scratch always goes; a failed or cancelled job's outputs too. Never the outcome."""
+        """Scratch always goes; a failed or cancelled job's outputs too. Never the outcome.
+        Inside an encode job (``cleanup`` false) that job's own saga does it."""
+        if not job.cleanup:
+            return
         previous = self._state.stage
         self._state.stage = "cleanup"
         if failed:

@@ -5,7 +5,8 @@ and (for S3 scratch) uploaded, and only then is its record (``.json`` with size,
 SHA-256) written next to it. A record whose file has that size and checksum proves the work is
 done, so a retry, a crashed worker or a resubmitted job never encodes a finished chunk again.
 An encoded chunk is decoded in full before it is committed: the title's decode check runs in
-the parallel stage, and assembly checks only what a join can break.
+the parallel stage, and assembly checks only what a join can break. (With quality on, the
+quality pass decodes every frame instead, so no frame is decoded twice for checking.)
 """
 
 from __future__ import annotations
@@ -254,7 +255,8 @@ class ChunkActivities(EncoderBase):
                                       total_s=chunk.duration_s, label=f"chunk {chunk.index}",
                                       metric="+".join(r.name for r in todo))  # fmt: skip
             with discarded_on_error(*parts.values()):
-                problem = await self._decode_problem(
+                # With quality on, its pass decodes every frame instead: never twice.
+                problem = input.decode_check and await self._decode_problem(
                     list(parts.values()), chunk.duration_s, f"check chunk {chunk.index}"
                 )
                 if problem:  # retried: a fresh encode, the broken one discarded

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -66,7 +67,12 @@ class ActivityBase:
         os.replace(finished, path)
         store = store_for(uri, self.settings)
         if not isinstance(store, LocalStore):
-            await asyncio.to_thread(store.upload, path, uri)
+            cancelled = threading.Event()
+            try:
+                await asyncio.to_thread(store.upload, path, uri, cancelled)
+            except asyncio.CancelledError:  # the thread would go on: stop it at its next chunk
+                cancelled.set()
+                raise
         return path
 
     def drop_copy(self, uri: str, job_id: str) -> None:

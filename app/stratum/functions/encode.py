@@ -112,7 +112,19 @@ def _branch_filters(rendition: Rendition, on_gpu: bool, mode: EncodeMode) -> lis
         chain += tonemap_filters(rendition.settings)
     sar = rendition.sample_aspect_ratio.replace(":", "/")
     chain.append(f"setsar=sar={sar}:max=65535")
+    chain += _frame_colour(rendition.settings)
     return chain
+
+
+def _frame_colour(s: EncoderSettings) -> list[str]:
+    """The plan's primaries and transfer written on the frames themselves: ffmpeg gives an
+    encoder the frames' primaries and transfer, not ``-color_primaries`` / ``-color_trc``
+    (the matrix and range it negotiates through the filters), so an untagged HD source's
+    BT.709 H.264 rendition came out with neither in its VUI (the validation pass found it).
+    x265 and SVT-AV1 are also told in their own parameters."""
+    tags = [("color_primaries", s.color_primaries), ("color_trc", s.color_transfer)]
+    named = [f"{key}={X265_NAMES.get(value, value)}" for key, value in tags if value]
+    return [f"setparams={':'.join(named)}"] if named else []
 
 
 # ffmpeg's colour names that x265 and SVT-AV1 spell otherwise; names missing from a table are

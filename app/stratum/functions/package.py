@@ -42,7 +42,16 @@ from app.media.packaging.hls import (
     subtitle_playlist,
     track_bitrate,
 )
+from app.media.packaging.thumbnails import REPRESENTATION_ID as THUMBNAILS_ID
 from app.media.subtitles import parse_vtt, segment_bounds, segment_vtt
+from app.media.validation import (
+    AudioTarget,
+    ImageTarget,
+    PackageExpectations,
+    TextTarget,
+    VideoTarget,
+    validate_package,
+)
 from app.storage.local import publish_dir, uri_to_path
 from app.storage.object_store import LocalStore, S3Store, Store, join, store_for
 from app.stratum.functions.common import ActivityBase, input_args, sha256_paths
@@ -51,6 +60,7 @@ from app.stratum.functions.thumbnails import package_thumbnails
 HLS_MASTER = "master.m3u8"
 DASH_MANIFEST = "manifest.mpd"
 JOB_MANIFEST = "manifest.json"
+VALIDATION_ERROR = "ValidationError"
 
 
 def package_args(
@@ -215,6 +225,73 @@ def _thumbnail_entry(package: PackageResult) -> dict[str, object] | None:
     }
 
 
+def expectations(
+    input: PackageInput, result: PackageResult, audio_plan: list[AudioRendition]
+) -> PackageExpectations:
+    """What the package must hold, from the plan, the encodes and what the packager recorded:
+    each video rendition's frames and duration as encoded (assembly checked a chunked
+    rendition's against the source's), its codec and settings; each audio track's duration as
+    encoded, and its codec and channels where the plan made them."""
+    plan = input.plan
+    renditions = {r.name: r for r in plan.renditions} if plan else {}
+    videos = []
+    for i, media in enumerate(input.videos):
+        rendition = renditions.get(media.name)
+        videos.append(
+            VideoTarget(
+                name=media.name,
+                rep_id=str(i),
+                playlist=result.video_playlists[i],
+                iframe_playlist=result.iframe_playlists[i] if result.iframe_playlists else None,
+                frames=media.frames,
+                duration_s=media.duration_s,
+                codec=rendition.codec if rendition else None,
+                settings=rendition.settings if rendition else None,
+            )
+        )
+    audio_media = input.audio_tracks or ([input.audio] if input.audio else [])
+    planned = plan is not None and input.audio_planned
+    audio = [
+        AudioTarget(
+            name=track.name,
+            rep_id=str(len(videos) + i),
+            playlist=result.audio_playlists[i],
+            duration_s=media.duration_s,
+            codec=track.codec if planned else None,
+            channels=track.channels if planned else None,
+        )
+        for i, (track, media) in enumerate(zip(audio_plan, audio_media, strict=True))
+    ]
+    subtitles = [
+        TextTarget(name=track.name, rep_id=track.name, playlist=playlist, whole=whole)
+        for track, playlist, whole in zip(
+            plan.subtitles if plan else [],
+            result.subtitle_playlists,
+            result.subtitle_files,
+            strict=True,
+        )
+    ]
+    sheets = result.thumbnails
+    thumbnails = None
+    if sheets is not None:
+        thumbnails = ImageTarget(
+            rep_id=THUMBNAILS_ID,
+            playlist=sheets.hls_playlist,
+            vtt=sheets.vtt,
+            sheets=sheets.sheets,
+            poster=sheets.poster,
+        )
+    return PackageExpectations(
+        master=result.hls_master,
+        mpd=result.dash_manifest,
+        videos=videos,
+        audio=audio,
+        subtitles=subtitles,
+        thumbnails=thumbnails,
+        sizes=result.sizes,
+    )
+
+
 class PackageActivities(ActivityBase):
     @activity.defn(name="package")
     async def package(self, input: PackageInput) -> PackageResult:
@@ -253,6 +330,7 @@ class PackageActivities(ActivityBase):
         )
         if input.thumbnails is not None:
             result = await self._thumbnails(staging, input.thumbnails, input.job_id, result)
+        result = await self._validate(staging, expectations(input, result, audio_plan), result)
         if not local:
             await asyncio.to_thread(store.delete_prefix, staging_uri)
             await asyncio.to_thread(store.upload_tree, staging, staging_uri)
@@ -383,6 +461,28 @@ class PackageActivities(ActivityBase):
             codecs=codecs,
             bandwidth={str(i): r.peak for i, r in enumerate(rates)},
         )
+
+    async def _validate(
+        self, staging: Path, expected: PackageExpectations, result: PackageResult
+    ) -> PackageResult:
+        """The validation pass over the written package (:func:`validate_package`); a failed
+        check fails the job before anything is published, naming the rendition and the check."""
+        loop = asyncio.get_running_loop()
+
+        def progress(target: str) -> None:  # called from the pass's thread
+            loop.call_soon_threadsafe(activity.heartbeat, {"label": f"validate {target}"})
+
+        report = await asyncio.to_thread(validate_package, staging, expected, progress)
+        failures = report.failures
+        if failures:
+            first = failures[0]
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise ApplicationError(
+                f"validation failed: {first.target}: {first.check}: {first.detail}{more}",
+                type=VALIDATION_ERROR,
+                non_retryable=True,
+            )
+        return result.model_copy(update={"validation": report})
 
     async def _thumbnails(
         self, staging: Path, media: ThumbnailMedia, job_id: str, result: PackageResult
@@ -544,5 +644,12 @@ class PackageActivities(ActivityBase):
             "dropped": [d.model_dump() for d in input.plan.dropped],
             "not_carried": [n.model_dump() for n in input.plan.not_carried],
             "manifests": {"hls": package.hls_master, "dash": package.dash_manifest},
+            "quality": input.quality.model_dump(mode="json", exclude={"stage_seconds"})
+            if input.quality
+            else None,
+            "ladder_analysis": input.ladder_analysis.model_dump(mode="json")
+            if input.ladder_analysis
+            else None,
             "stage_seconds": input.stage_seconds,
+            "validation": package.validation.model_dump() if package.validation else None,
         }

@@ -80,8 +80,12 @@ def chunk_result_uri(scratch_uri: str, job_id: str, index: int) -> str:
     return join(scratch_uri, job_id, "quality", "chunks", f"{index:05d}.json")
 
 
-def frames_uri(output_uri: str, job_id: str, name: str) -> str:
-    return join(output_uri, job_id, "frames", f"{name}.json")
+def frames_uri(target_uri: str, name: str) -> str:
+    return join(target_uri, "frames", f"{name}.json")
+
+
+def target_of(input: QualityAssembleInput) -> str:
+    return input.target_uri or join(input.output_uri, input.job_id)
 
 
 def _sizes(pair: QualityPair) -> tuple[tuple[int, int, tuple[QualityMetric, ...]], ...]:
@@ -412,7 +416,7 @@ def _assemble(
                 per_frame["ssim"] = found["ssim"]
             views.append(summary)
             frames_views[view.at] = {"width": view.width, "height": view.height, **per_frame}
-        uri = frames_uri(input.output_uri, input.job_id, pair.name)
+        uri = frames_uri(target_of(input), pair.name)
         files.append(
             (uri, {
                 "name": pair.name,
@@ -434,7 +438,7 @@ def _assemble(
                 frames_uri=uri,
             )
         )
-    quality_uri = join(input.output_uri, input.job_id, QUALITY_FILE)
+    quality_uri = join(target_of(input), QUALITY_FILE)
     result = QualityResult(
         job_id=input.job_id,
         reference=input.reference.file.uri,

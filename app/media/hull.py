@@ -1,0 +1,427 @@
+"""Per-title ladders: where to sample a title, the rate-quality hull, and the rungs it gives.
+
+Pure functions of numbers (and the project's models), unit-tested without media; the
+activities in ``app.stratum.functions.ladder`` run them.
+
+- **Samples**: a few short pieces, one in the middle of each of ``count`` equal spans of the
+  title (spread over it), moved within its span so that it neither starts nor ends within
+  ``EDGE_S`` of a scene cut (a shot fragment of a few frames is no sample of the shot), using
+  the scene scores between keyframes that the split's analysis reads.
+- **Points**: every sample encoded at every resolution and quality point (CRF), its VMAF at
+  the display size; pooled per resolution and CRF over the samples (bits over seconds, VMAF
+  over frames).
+- **Hull**: the upper convex hull of the pooled (kbps, VMAF) points across resolutions,
+  recorded. Between measured points a resolution's quality is interpolated linearly in
+  log-bitrate (its curve); the quality the title gets at a bitrate is the best resolution's
+  there (the upper envelope of the curves: the hull's vertices are on it, and it is at or above
+  the hull's straight chords, which would under-promise a rung between two vertices), and
+  that resolution is the rung's.
+- **Rungs**: the top one at the lowest bitrate that reaches ``top_vmaf``, or ``max_kbps``
+  first; the bottom at ``min_kbps``; between them rungs evenly spaced in VMAF. The most rungs
+  (up to ``max_rungs``) for which every neighbour is at least ``MIN_VMAF_STEP`` points and a
+  ``MIN_RATIO`` bitrate ratio away; one rung where even two would be closer than that.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from app.core.models import Codec, CustomProfile, LadderPoint, LadderRung
+from app.media.chunking import SCENE_THRESHOLD, Keyframe
+
+DEFAULT_SAMPLES = 4
+"""Samples of a long title; a short one gets fewer (they cover at most half of it)."""
+EDGE_S = 0.5
+"""No sample starts or ends within this of a scene cut."""
+MIN_VMAF_STEP = 3.0
+"""Neighbouring rungs closer than this in VMAF are one rung too many (half a JND, which is
+about 6 VMAF points)."""
+MIN_RATIO = 1.5
+"""Neighbouring rungs closer than this in bitrate are one rung too many."""
+MIN_KBPS = 64
+"""The lowest bitrate a profile may have (``CustomProfile``)."""
+KBPS_STEP = 10
+"""Rung bitrates are rounded to this."""
+DEFAULT_CRFS: dict[Codec, tuple[int, ...]] = {
+    "h264": (20, 27, 34, 41),
+    "hevc": (22, 29, 36, 43),
+    "av1": (24, 35, 46, 57),
+}
+"""Quality points of the analysis encodes: from about VMAF 97 down to the 30s on typical
+content, 2 to 2.5x in bitrate apart."""
+MAX_RESOLUTIONS = 6
+"""Resolutions measured at most (the fixed ladder's, top and bottom always)."""
+
+
+# ---------------------------------------------------------------- samples
+
+
+def sample_count(duration_s: float, seconds: float, maximum: int = DEFAULT_SAMPLES) -> int:
+    """``maximum`` samples where the title is long enough, fewer so that they cover at most
+    half of it, and at least one."""
+    return max(1, min(maximum, int(duration_s // (2 * seconds))))
+
+
+def scene_cuts(keyframes: Iterable[Keyframe], threshold: float = SCENE_THRESHOLD) -> list[float]:
+    return sorted(k.time_s for k in keyframes if k.scene_score >= threshold)
+
+
+def choose_samples(
+    keyframes: Sequence[Keyframe],
+    duration_s: float,
+    count: int,
+    seconds: float,
+    *,
+    edge_s: float = EDGE_S,
+    threshold: float = SCENE_THRESHOLD,
+) -> list[float]:
+    """Start times of ``count`` samples of ``seconds`` each: the middle of each of ``count``
+    equal spans of the title, or the nearest start in that span whose first and last
+    ``edge_s`` hold no scene cut (a cut right at the start counts). A title no longer than a
+    sample is one sample from 0."""
+    if duration_s <= seconds or count < 1:
+        return [0.0]
+    cuts = scene_cuts(keyframes, threshold)
+    last = duration_s - seconds
+    span = duration_s / count
+
+    def clean(start: float) -> bool:
+        end = start + seconds
+        return not any(
+            start - 1e-6 <= c < start + edge_s or end - edge_s < c <= end + 1e-6 for c in cuts
+        )
+
+    starts: list[float] = []
+    for i in range(count):
+        low = min(max(i * span, 0.0), last)
+        high = min(max((i + 1) * span - seconds, low), last)
+        ideal = min(max(i * span + span / 2 - seconds / 2, low), high)
+        candidates = [ideal] + [
+            s for c in cuts for s in (c + edge_s, c - seconds - edge_s) if low <= s <= high
+        ]
+        good = [s for s in candidates if clean(s)]
+        start = min(good, key=lambda s: (abs(s - ideal), s)) if good else ideal
+        starts.append(round(start, 3))
+    return starts
+
+
+# ---------------------------------------------------------------- points and the hull
+
+
+def pool(points: Sequence[LadderPoint]) -> list[LadderPoint]:
+    """Per resolution and CRF, over the samples: the bits over the seconds, VMAF (and its
+    harmonic mean) weighted by frames."""
+    groups: dict[tuple[int, int, int], list[LadderPoint]] = {}
+    for p in points:
+        groups.setdefault((p.width, p.height, p.crf), []).append(p)
+    pooled = []
+    for (width, height, crf), group in sorted(groups.items()):
+        frames = sum(p.frames for p in group)
+        seconds = sum(p.duration_s for p in group)
+        size = sum(p.size_bytes for p in group)
+        pooled.append(
+            LadderPoint(
+                width=width,
+                height=height,
+                crf=crf,
+                kbps=round(size * 8 / 1000 / seconds, 3) if seconds else 0.0,
+                vmaf=round(sum(p.vmaf * p.frames for p in group) / frames, 4),
+                vmaf_harmonic_mean=round(
+                    sum(p.vmaf_harmonic_mean * p.frames for p in group) / frames, 4
+                ),
+                frames=frames,
+                duration_s=round(seconds, 6),
+                size_bytes=size,
+            )
+        )
+    return pooled
+
+
+def upper_hull(points: Sequence[LadderPoint]) -> list[LadderPoint]:
+    """The upper convex hull of (kbps, VMAF), by bitrate, up to its best VMAF: the points no
+    mix of two others beats. Of two points at one bitrate the better counts."""
+    ordered = sorted(points, key=lambda p: (p.kbps, -p.vmaf))
+    hull: list[LadderPoint] = []
+    for p in ordered:
+        if hull and p.kbps == hull[-1].kbps:
+            continue
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            # b is on or under the chord from a to p
+            if (b.vmaf - a.vmaf) * (p.kbps - a.kbps) <= (p.vmaf - a.vmaf) * (b.kbps - a.kbps):
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    if not hull:
+        return []
+    best = max(range(len(hull)), key=lambda i: (hull[i].vmaf, -i))
+    return hull[: best + 1]
+
+
+def mark_hull(points: Sequence[LadderPoint]) -> list[LadderPoint]:
+    """The points with ``on_hull`` set for the vertices of their own hull."""
+    vertices = {(p.width, p.height, p.crf) for p in upper_hull(points)}
+    return [p.model_copy(update={"on_hull": (p.width, p.height, p.crf) in vertices})
+            for p in points]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One resolution's rate-quality curve: its points by bitrate, VMAF made non-decreasing
+    (a higher bitrate never promises less), interpolated linearly in log-bitrate."""
+
+    width: int
+    height: int
+    kbps: tuple[float, ...]
+    vmaf: tuple[float, ...]
+
+    @property
+    def short_side(self) -> int:
+        return min(self.width, self.height)
+
+    @property
+    def low(self) -> float:
+        return self.kbps[0]
+
+    @property
+    def high(self) -> float:
+        return self.kbps[-1]
+
+    def at(self, kbps: float) -> float | None:
+        """VMAF at ``kbps``: None below the measured range, its best above it (more bits
+        never promise less)."""
+        if kbps < self.low:
+            return None
+        for i in range(1, len(self.kbps)):
+            if kbps <= self.kbps[i]:
+                return _between(self.kbps[i - 1], self.vmaf[i - 1], self.kbps[i], self.vmaf[i],
+                                kbps)  # fmt: skip
+        return self.vmaf[-1]
+
+    def below(self, kbps: float) -> float:
+        """VMAF below the measured range: the lowest two points' line in log-bitrate, at
+        least 0 (a guess, marked as one)."""
+        if len(self.kbps) < 2:
+            return self.vmaf[0]
+        value = _between(self.kbps[0], self.vmaf[0], self.kbps[1], self.vmaf[1], kbps)
+        return max(0.0, min(value, self.vmaf[0]))
+
+
+def _between(k0: float, v0: float, k1: float, v1: float, kbps: float) -> float:
+    if k1 <= k0:
+        return v1
+    t = (math.log(kbps) - math.log(k0)) / (math.log(k1) - math.log(k0))
+    return v0 + t * (v1 - v0)
+
+
+def curves(points: Sequence[LadderPoint]) -> list[Curve]:
+    """Per resolution (largest last), from pooled points with a positive bitrate."""
+    groups: dict[tuple[int, int], list[LadderPoint]] = {}
+    for p in points:
+        if p.kbps > 0:
+            groups.setdefault((p.width, p.height), []).append(p)
+    found = []
+    for (width, height), group in groups.items():
+        ordered = sorted(group, key=lambda p: p.kbps)
+        best = -math.inf
+        vmaf = []
+        for p in ordered:
+            best = max(best, p.vmaf)
+            vmaf.append(best)
+        found.append(Curve(width, height, tuple(p.kbps for p in ordered), tuple(vmaf)))
+    return sorted(found, key=lambda c: (c.short_side, c.width * c.height))
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A resolution at a bitrate and its predicted VMAF."""
+
+    curve: Curve
+    vmaf: float
+    extrapolated: bool = False
+
+
+def best_at(found: Sequence[Curve], kbps: float, max_short_side: int | None = None) -> Pick:
+    """The resolution whose curve is highest at ``kbps`` (the envelope), of those no larger
+    than ``max_short_side`` (the smallest where none is). Below every curve's range: the one
+    reaching lowest, extrapolated (and marked so)."""
+    usable = [c for c in found if max_short_side is None or c.short_side <= max_short_side]
+    usable = usable or [found[0]]
+    inside = [(v, c) for c in usable if (v := c.at(kbps)) is not None]
+    if inside:
+        value, curve = max(inside, key=lambda vc: (vc[0], vc[1].short_side))
+        return Pick(curve, value)
+    curve = min(usable, key=lambda c: (c.low, c.short_side))
+    return Pick(curve, curve.below(kbps), extrapolated=True)
+
+
+def envelope(found: Sequence[Curve], kbps: float) -> float:
+    return best_at(found, kbps).vmaf
+
+
+def bitrate_for(found: Sequence[Curve], vmaf: float, low: float, high: float) -> float | None:
+    """The lowest bitrate in ``[low, high]`` where the envelope reaches ``vmaf`` (it never
+    falls with the bitrate), by bisection in log-bitrate; None where ``high`` does not."""
+    if envelope(found, high) < vmaf:
+        return None
+    if envelope(found, low) >= vmaf:
+        return low
+    lo, hi = math.log(low), math.log(high)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if envelope(found, math.exp(mid)) >= vmaf:
+            hi = mid
+        else:
+            lo = mid
+    return math.exp(hi)
+
+
+# ---------------------------------------------------------------- rungs
+
+
+def round_kbps(kbps: float) -> int:
+    return max(MIN_KBPS, round(kbps / KBPS_STEP) * KBPS_STEP)
+
+
+@dataclass(frozen=True)
+class Ladder:
+    rungs: list[LadderRung]
+    notes: list[str]
+
+
+def choose_rungs(
+    points: Sequence[LadderPoint],
+    *,
+    top_vmaf: float,
+    min_kbps: int,
+    max_kbps: int,
+    max_rungs: int,
+    min_step: float = MIN_VMAF_STEP,
+    min_ratio: float = MIN_RATIO,
+) -> Ladder:
+    """The rungs, bottom first, from the pooled points (see the module's docstring)."""
+    found = curves(points)
+    if not found:
+        raise ValueError("no quality point was measured")
+    notes: list[str] = []
+    highest = max(c.high for c in found)
+    top = bitrate_for(found, top_vmaf, min(c.low for c in found), highest)
+    capped = False
+    if top is None:
+        best = max(found, key=lambda c: c.vmaf[-1])
+        top = best.kbps[best.vmaf.index(best.vmaf[-1])]
+        said = (
+            f"VMAF {top_vmaf:g} was not reached by any encode (the best: {best.vmaf[-1]:.1f} at "
+            f"{best.short_side}p, {top:.0f} kb/s)"
+        )
+        capped = top > max_kbps
+        notes.append(
+            f"{said}: the top rung is capped at max_kbps {max_kbps}"
+            if capped
+            else f"{said}: the top rung is that point's bitrate"
+        )
+    elif top > max_kbps:
+        capped = True
+        notes.append(
+            f"VMAF {top_vmaf:g} needs about {top:.0f} kb/s: the top rung is capped at "
+            f"max_kbps {max_kbps}"
+        )
+    top_kbps = max_kbps if capped else min(round_kbps(top), max_kbps)
+    if top_kbps <= min_kbps:
+        notes.append(
+            f"max_kbps is min_kbps ({min_kbps}): one rung"
+            if capped
+            else f"VMAF {top_vmaf:g} is reached at {top_kbps} kb/s, at or below min_kbps "
+            f"{min_kbps}: one rung"
+        )
+        return Ladder(_rungs(found, [top_kbps]), notes)
+    if max_rungs <= 1:
+        return Ladder(_rungs(found, [top_kbps]), notes)
+    v_top, v_bottom = envelope(found, top_kbps), envelope(found, min_kbps)
+    for n in range(max_rungs, 1, -1):
+        targets = [v_bottom + (v_top - v_bottom) * k / (n - 1) for k in range(n)]
+        inner = [bitrate_for(found, t, float(min_kbps), float(top_kbps)) for t in targets[1:-1]]
+        bitrates = [min_kbps, *(round_kbps(b) for b in inner if b is not None), top_kbps]
+        if len(bitrates) != n:
+            continue
+        rungs = _rungs(found, bitrates)
+        if _spaced(rungs, min_step, min_ratio):
+            return Ladder(rungs, notes)
+    notes.append(
+        f"{min_kbps} and {top_kbps} kb/s are less than {min_step:g} VMAF points or "
+        f"{min_ratio:g}x apart: one rung"
+    )
+    return Ladder(_rungs(found, [top_kbps]), notes)
+
+
+def _rungs(found: Sequence[Curve], bitrates: Sequence[int]) -> list[LadderRung]:
+    """Each bitrate at the best resolution there, heights never falling as bitrates rise
+    (from the top down, a rung takes the best resolution no larger than the one above)."""
+    picks: list[Pick] = []
+    ceiling: int | None = None
+    for kbps in sorted(bitrates, reverse=True):
+        pick = best_at(found, kbps, ceiling)
+        picks.append(pick)
+        ceiling = pick.curve.short_side
+    picks.reverse()
+    heights = [p.curve.short_side for p in picks]
+    rungs = []
+    for kbps, pick in zip(sorted(bitrates), picks, strict=True):
+        c = pick.curve
+        side = c.short_side
+        name = f"{side}p" if heights.count(side) == 1 else f"{side}p-{kbps}k"
+        rungs.append(
+            LadderRung(
+                name=name,
+                width=c.width,
+                height=c.height,
+                bitrate_kbps=kbps,
+                predicted_vmaf=round(pick.vmaf, 2),
+                extrapolated=pick.extrapolated,
+            )
+        )
+    return rungs
+
+
+def _spaced(rungs: Sequence[LadderRung], min_step: float, min_ratio: float) -> bool:
+    for low, high in itertools.pairwise(rungs):
+        if high.bitrate_kbps < low.bitrate_kbps * min_ratio:
+            return False
+        assert low.predicted_vmaf is not None and high.predicted_vmaf is not None
+        if high.predicted_vmaf - low.predicted_vmaf < min_step:
+            return False
+    return True
+
+
+def predicted(points: Sequence[LadderPoint], width: int, height: int, kbps: float) -> float | None:
+    """A rung's VMAF by its own resolution's curve, where that resolution was measured."""
+    for curve in curves(points):
+        if (curve.width, curve.height) == (width, height):
+            value = curve.at(kbps)
+            if value is None:
+                value = curve.below(kbps)
+            return round(value, 2)
+    return None
+
+
+def profiles(rungs: Sequence[LadderRung], codec: Codec) -> list[CustomProfile]:
+    """The rungs as the plan takes them: ``height`` is the short side."""
+    return [
+        CustomProfile(name=r.name, height=min(r.width, r.height), bitrate_kbps=r.bitrate_kbps,
+                      codec=codec)
+        for r in rungs
+    ]  # fmt: skip
+
+
+def pick_resolutions(short_sides: Sequence[int], maximum: int = MAX_RESOLUTIONS) -> list[int]:
+    """Distinct short sides, largest first; more than ``maximum``: the top, the bottom and
+    evenly between."""
+    distinct = sorted(set(short_sides), reverse=True)
+    if len(distinct) <= maximum:
+        return distinct
+    step = (len(distinct) - 1) / (maximum - 1)
+    return sorted({distinct[round(i * step)] for i in range(maximum)}, reverse=True)

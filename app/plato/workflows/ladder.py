@@ -1,0 +1,108 @@
+"""LadderWorkflow: a per-title ladder (``ladder: auto``), a child of the encode job.
+
+prepare (the fixed ladder's plan, the resolutions, scene scores, samples cut losslessly into
+scratch) → measure (every sample x resolution in parallel on the CPU pool, each encoding its
+quality points and measuring their VMAF) → choose (pool, hull, rungs) → cleanup (the samples).
+Workflow code: deterministic; every decision is an activity's (``app.media.hull``'s rules),
+so a change of them never changes a running history.
+
+The encode job calls :func:`per_title_ladder` after the probe and plans the chosen profiles:
+``analysis = await per_title_ladder(job, probe)``, then
+``job = job.model_copy(update={"profiles": analysis.profiles})``.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from app.core.models import (
+        EncodeJob,
+        LadderAnalysis,
+        LadderChooseInput,
+        LadderInput,
+        LadderMeasured,
+        LadderMeasureInput,
+        LadderPrepared,
+        LadderSample,
+        ProbeResult,
+        Rendition,
+    )
+    from app.plato.workflows.calls import LONG, all_or_none, call
+    from app.stratum.functions.ladder import LadderActivities
+    from app.stratum.queues import WORKFLOW_QUEUE
+
+LADDER_SUFFIX = "-ladder"
+
+
+def ladder_workflow_id(job_id: str) -> str:
+    """The child's ID: one analysis per job (a rerun of the job runs it again)."""
+    return f"{job_id}{LADDER_SUFFIX}"
+
+
+async def per_title_ladder(job: EncodeJob, probe: ProbeResult) -> LadderAnalysis:
+    """Run the analysis as a child workflow and return it (call from workflow code).
+
+    ``analysis.profiles`` are the rungs (``CustomProfile``, the auto ladder's codec) for the
+    plan; the analysis itself goes into ``manifest.json`` as ``ladder_analysis``."""
+    analysis: LadderAnalysis = await workflow.execute_child_workflow(
+        LadderWorkflow.run,
+        LadderInput(job=job, probe=probe),
+        id=ladder_workflow_id(job.job_id),
+        task_queue=WORKFLOW_QUEUE,
+    )
+    return analysis
+
+
+@workflow.defn
+class LadderWorkflow:
+    @workflow.run
+    async def run(self, input: LadderInput) -> LadderAnalysis:
+        job = input.job
+        try:
+            prepared: LadderPrepared = await call(
+                job, LadderActivities.prepare, input, timeout=LONG, heartbeat=True
+            )
+            work = [
+                self._measure(input, prepared, sample, rendition)
+                for sample in prepared.samples
+                for rendition in prepared.candidates
+            ]
+            measured = await all_or_none(work)
+            analysis: LadderAnalysis = await call(
+                job,
+                LadderActivities.choose,
+                LadderChooseInput(prepared=prepared, measured=measured),
+            )
+        except BaseException:  # failed or cancelled: the samples go all the same
+            await self._cleanup(input)
+            raise
+        await self._cleanup(input)
+        return analysis
+
+    async def _measure(
+        self, input: LadderInput, prepared: LadderPrepared, sample: LadderSample,
+        rendition: Rendition,
+    ) -> LadderMeasured:  # fmt: skip
+        request = LadderMeasureInput(
+            job_id=input.job.job_id,
+            scratch_uri=input.job.scratch_uri,
+            sample=sample,
+            rendition=rendition,
+            crfs=prepared.crfs,
+            display_width=prepared.display_width,
+            display_height=prepared.display_height,
+        )
+        result: LadderMeasured = await call(
+            input.job, LadderActivities.measure, request, timeout=LONG, heartbeat=True
+        )
+        return result
+
+    async def _cleanup(self, input: LadderInput) -> None:
+        """The samples go; a cleanup that fails never hides the outcome (the job's own
+        cleanup removes its whole scratch space anyway)."""
+        try:
+            await call(input.job, LadderActivities.cleanup, input, attempts=5)
+        except ActivityError as err:
+            workflow.logger.error("ladder cleanup of %s failed: %s", input.job.job_id, err)

@@ -1,0 +1,194 @@
+"""The per-title ladder's rules without media (app/media/hull.py): where samples go, the upper
+convex hull, the curves between measured points, and the rungs picked from them."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from app.core.models import LadderPoint
+from app.media.chunking import Keyframe
+from app.media.hull import (
+    EDGE_S,
+    MIN_RATIO,
+    MIN_VMAF_STEP,
+    best_at,
+    bitrate_for,
+    choose_rungs,
+    choose_samples,
+    curves,
+    envelope,
+    pick_resolutions,
+    pool,
+    profiles,
+    sample_count,
+    upper_hull,
+)
+
+SIZES = {1080: (1920, 1080), 720: (1280, 720), 480: (852, 480), 360: (640, 360)}
+
+
+def point(side: int, crf: int, kbps: float, vmaf: float, sample: int | None = None,
+          seconds: float = 2.0) -> LadderPoint:  # fmt: skip
+    width, height = SIZES[side]
+    size = round(kbps * 1000 * seconds / 8)
+    return LadderPoint(width=width, height=height, crf=crf, sample=sample, kbps=kbps, vmaf=vmaf,
+                       vmaf_harmonic_mean=vmaf, frames=round(30 * seconds),
+                       duration_s=seconds, size_bytes=size)  # fmt: skip
+
+
+def title(complexity: float, sides: tuple[int, ...] = (1080, 720, 480, 360)) -> list[LadderPoint]:
+    """A plausible family of curves: each resolution saturates at its own ceiling (upscaling
+    blurs), and needs ``complexity`` times the bits of a reference title for a quality."""
+    found = []
+    for side in sides:
+        pixels = SIZES[side][0] * SIZES[side][1] / (1920 * 1080)
+        ceiling = 100 - 12 * (1 - math.sqrt(pixels))
+        for crf in (20, 27, 34, 41):
+            kbps = complexity * 9000 * pixels * 2 ** (-(crf - 20) / 6)
+            bits_per_pixel = kbps / (pixels * complexity * 9000)
+            vmaf = ceiling * (1 - math.exp(-6 * bits_per_pixel)) ** 0.5
+            found.append(point(side, crf, round(kbps, 3), round(vmaf, 3)))
+    return found
+
+
+# ---------------------------------------------------------------- samples
+
+
+def test_sample_count_covers_at_most_half_the_title() -> None:
+    assert [sample_count(d, 2.0) for d in (1, 3.9, 4, 12, 15.9, 16, 7200)] == [1, 1, 1, 3, 3, 4, 4]
+    assert sample_count(7200, 2.0, maximum=5) == 5
+
+
+def test_samples_are_spread_over_the_title_and_avoid_scene_cuts() -> None:
+    assert choose_samples([], 12.0, 3, 2.0) == [1.0, 5.0, 9.0], "the middle of each third"
+    assert choose_samples([], 1.5, 3, 2.0) == [0.0], "a title shorter than a sample: all of it"
+    # a cut at the second sample's start, one a frame before the third's end
+    cuts = [Keyframe(5.0, 0.9), Keyframe(10.97, 0.5), Keyframe(3.0, 0.1)]
+    starts = choose_samples(cuts, 12.0, 3, 2.0)
+    assert starts[0] == 1.0, "a low score is no scene cut"
+    for start in starts:
+        for cut in (5.0, 10.97):
+            assert not start - 1e-6 <= cut < start + EDGE_S, (start, cut)
+            assert not start + 2.0 - EDGE_S < cut <= start + 2.0 + 1e-6, (start, cut)
+    assert starts == [1.0, 5.5, 8.47], "just after the cut, and ending just before one"
+    # cuts everywhere: the middle all the same
+    dense = [Keyframe(t / 10, 1.0) for t in range(0, 120, 3)]
+    assert choose_samples(dense, 12.0, 3, 2.0) == [1.0, 5.0, 9.0]
+
+
+# ---------------------------------------------------------------- hull and curves
+
+
+def test_upper_hull_keeps_what_no_mix_beats_up_to_the_best() -> None:
+    points = [
+        point(360, 41, 100, 40),
+        point(360, 34, 200, 60),
+        point(480, 34, 300, 64),  # under the chord 200/60 - 400/75 (67.5 at 300)
+        point(360, 27, 400, 75),
+        point(720, 27, 400, 70),  # the same bitrate, worse: out
+        point(720, 20, 1600, 90),
+        point(1080, 20, 3200, 89),  # more bits, less quality: not part of the rising hull
+    ]
+    hull = upper_hull(points)
+    assert [(p.kbps, p.vmaf) for p in hull] == [(100, 40), (200, 60), (400, 75), (1600, 90)]
+    assert upper_hull([]) == []
+
+
+def test_curves_interpolate_in_log_rate_and_never_fall() -> None:
+    found = curves([point(360, 41, 100, 40), point(360, 20, 400, 80), point(360, 27, 250, 85)])
+    (curve,) = found
+    assert curve.vmaf == (40, 85, 85), "a higher bitrate never promises less"
+    assert curve.at(200) == pytest.approx(40 + 45 * math.log(2) / math.log(2.5))
+    assert curve.at(50) is None and curve.at(1000) == 85
+    assert curve.below(50) == pytest.approx(40 - 45 * math.log(2) / math.log(2.5))
+    assert curve.below(10) == 0.0, "never below 0"
+
+
+def test_the_best_resolution_changes_along_the_bitrates() -> None:
+    found = curves(title(1.0))
+    sides = [best_at(found, kbps).curve.short_side for kbps in (150, 400, 1200, 3000, 8000)]
+    assert sides == sorted(sides) and sides[0] < 720 and sides[-1] == 1080, sides
+    values = [envelope(found, k) for k in range(100, 12000, 50)]
+    assert values == sorted(values), "the envelope never falls"
+    target = bitrate_for(found, 90.0, 100, 12000)
+    assert target is not None and envelope(found, target) == pytest.approx(90.0, abs=0.01)
+    assert bitrate_for(found, 99.9, 100, 12000) is None
+
+
+def test_pooling_sums_bits_over_seconds_and_weights_vmaf_by_frames() -> None:
+    pooled = pool([point(360, 27, 300, 90, sample=0), point(360, 27, 900, 60, sample=1, seconds=4)])
+    (p,) = pooled
+    assert p.sample is None and p.frames == 180 and p.duration_s == 6
+    assert p.kbps == pytest.approx((300 * 2 + 900 * 4) / 6)
+    assert p.vmaf == pytest.approx((90 * 60 + 60 * 120) / 180)
+
+
+# ---------------------------------------------------------------- rungs
+
+
+def rungs_ok(rungs: list, max_kbps: int) -> None:  # type: ignore[type-arg]
+    kbps = [r.bitrate_kbps for r in rungs]
+    sides = [min(r.width, r.height) for r in rungs]
+    assert kbps == sorted(set(kbps)) and sides == sorted(sides) and kbps[-1] <= max_kbps
+    for low, high in itertools.pairwise(rungs):
+        assert high.bitrate_kbps >= low.bitrate_kbps * MIN_RATIO
+        assert high.predicted_vmaf - low.predicted_vmaf >= MIN_VMAF_STEP
+
+
+def test_rungs_are_evenly_spaced_in_quality_up_to_the_top_vmaf() -> None:
+    ladder = choose_rungs(title(1.0), top_vmaf=95, min_kbps=200, max_kbps=8000, max_rungs=5)
+    rungs = ladder.rungs
+    rungs_ok(rungs, 8000)
+    assert rungs[0].bitrate_kbps == 200 and rungs[-1].predicted_vmaf == pytest.approx(95, abs=0.3)
+    steps = [b.predicted_vmaf - a.predicted_vmaf for a, b in itertools.pairwise(rungs)]
+    assert max(steps) - min(steps) < 1.0, steps
+    assert len(rungs) >= 3 and len({min(r.width, r.height) for r in rungs}) >= 2
+    assert [p.height for p in profiles(rungs, "h264")] == [min(r.width, r.height) for r in rungs]
+
+
+def test_simple_content_gets_fewer_bits_and_no_more_rungs() -> None:
+    bounds = {"top_vmaf": 95, "min_kbps": 200, "max_kbps": 8000, "max_rungs": 6}
+    easy = choose_rungs(title(0.2), **bounds).rungs
+    hard = choose_rungs(title(1.5), **bounds).rungs
+    rungs_ok(easy, 8000)
+    rungs_ok(hard, 8000)
+    assert easy[-1].bitrate_kbps < hard[-1].bitrate_kbps / 3
+    assert len(easy) <= len(hard)
+
+
+def test_max_kbps_caps_the_top_and_min_kbps_above_the_top_makes_one_rung() -> None:
+    capped = choose_rungs(title(3.0), top_vmaf=95, min_kbps=300, max_kbps=2500, max_rungs=5)
+    assert capped.rungs[-1].bitrate_kbps == 2500 and capped.rungs[-1].predicted_vmaf < 95
+    assert any("capped at max_kbps 2500" in n for n in capped.notes)
+    rungs_ok(capped.rungs, 2500)
+    easy = choose_rungs(title(0.05), top_vmaf=95, min_kbps=600, max_kbps=8000, max_rungs=5)
+    assert len(easy.rungs) == 1 and easy.rungs[0].bitrate_kbps < 600
+    assert "one rung" in easy.notes[-1]
+    one = choose_rungs(title(1.0), top_vmaf=95, min_kbps=200, max_kbps=8000, max_rungs=1)
+    assert len(one.rungs) == 1 and one.rungs[0].predicted_vmaf == pytest.approx(95, abs=0.3)
+
+
+def test_rungs_too_close_in_quality_or_bitrate_are_not_made() -> None:
+    # flat: every bitrate gives about the same quality (a still), only below VMAF 95
+    flat = [point(360, c, k, 93 + i * 0.3) for i, (c, k) in enumerate([(41, 300), (34, 600),
+            (27, 1200), (20, 2400)])]  # fmt: skip
+    ladder = choose_rungs(flat, top_vmaf=95, min_kbps=300, max_kbps=2400, max_rungs=5)
+    assert len(ladder.rungs) == 1, ladder
+    assert "not reached" in ladder.notes[0] or "capped" in ladder.notes[0]
+
+
+def test_below_every_measured_bitrate_is_extrapolated_and_marked() -> None:
+    ladder = choose_rungs(title(1.0), top_vmaf=95, min_kbps=64, max_kbps=8000, max_rungs=5)
+    bottom = ladder.rungs[0]
+    assert bottom.bitrate_kbps == 64 and bottom.extrapolated
+    assert not ladder.rungs[-1].extrapolated
+
+
+def test_at_most_six_resolutions_with_the_top_and_the_bottom() -> None:
+    assert pick_resolutions([720, 480, 360, 480]) == [720, 480, 360]
+    many = pick_resolutions([2160, 1440, 1080, 720, 540, 480, 360, 240])
+    assert len(many) == 6 and many[0] == 2160 and many[-1] == 240
+    assert many == sorted(many, reverse=True)
