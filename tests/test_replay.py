@@ -11,13 +11,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from app.plato.workflows.chunks import ChunkRangeWorkflow
-from app.plato.workflows.encode import EncodeWorkflow
-from app.plato.workflows.ladder import LadderWorkflow
-from app.plato.workflows.pipeline import PipelineWorkflow
-from app.plato.workflows.quality import QualityWorkflow
-from app.plato.workflows.segment import EncodeSegmentWorkflow
-from app.plato.workflows.webhooks import WebhookWorkflow
+from app.plato.workflows.catalog import WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -32,15 +26,7 @@ def test_there_are_histories_to_replay() -> None:
 async def test_history_replays_deterministically(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
     replayer = Replayer(
-        workflows=[
-            EncodeWorkflow,
-            ChunkRangeWorkflow,
-            PipelineWorkflow,
-            QualityWorkflow,
-            LadderWorkflow,
-            WebhookWorkflow,
-            EncodeSegmentWorkflow,
-        ],
+        workflows=WORKFLOWS,
         data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -118,6 +118,26 @@ def test_job_end_to_end(backend: Backend, media_dir: Path, ffmpeg: str, tmp_path
     assert any(p.endswith("manifest.json") for p in backend.left("outputs", job_id))
 
 
+def test_a_jobs_quality_is_published_with_its_package(backend: Backend, media_dir: Path) -> None:
+    """The quality pass writes into the package's staging (local or S3) and is published with
+    it: ``quality.json`` and ``frames/`` in the outputs, nothing left in scratch."""
+    source = backend.source(media_dir / "basic.mp4")
+    job_id = backend.stack.submit(
+        source=source, profiles=PROFILES, quality={"metrics": ["psnr"]}, thumbnails=False
+    )["job_id"]
+    view = backend.stack.wait(job_id, timeout=120)
+    assert view["status"] == "SUCCEEDED", view
+    (comparison,) = view["quality"]["comparisons"]
+    assert comparison["views"][0]["psnr"]["average"]["mean"] > 20
+    scheme = "s3://" if backend.name == "s3" else "file://"
+    assert comparison["frames_uri"].startswith(scheme)
+    assert f"/outputs/{job_id}/frames/small.json" in comparison["frames_uri"]
+    published = backend.left("outputs", job_id)
+    assert any(p.endswith(f"{job_id}/frames/small.json") for p in published), published
+    assert any(p.endswith(f"{job_id}/quality.json") for p in published), published
+    assert backend.left("scratch", job_id) == [], "scratch space is gone"
+
+
 def test_chunked_job_end_to_end(
     backend: Backend, media_dir: Path, ffmpeg: str, tmp_path: Path
 ) -> None:

@@ -160,7 +160,9 @@ async def test_a_receiver_that_stays_down_is_retried_until_the_hours_run_out(
     (delivery,) = deliveries
     assert delivery.state == "failed" and delivery.last_status == 503
     assert delivery.last_error == "webhook answered 503"
-    assert delivery.attempts >= 3 and receiver.requests == delivery.attempts
+    # one more request where the deadline cut the last attempt short of its answer
+    assert delivery.attempts >= 3
+    assert delivery.attempts <= receiver.requests <= delivery.attempts + 1
     assert 5 < took < 30, f"gave up after the 6 s it was given ({took:.1f}s)"
 
 

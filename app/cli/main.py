@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli.client import api_client
+from app.cli.client import api_client, refusal
 from app.cli.dev import BUCKET, SOURCES_BUCKET, DevError, Stack
 from app.cli.follow import FollowError, follow
 from app.cli.quality import quality
@@ -316,21 +316,6 @@ INSPECT_WAIT_S = 130.0
 """A little over the API's own limit on an inspection, so its 504 arrives rather than ours."""
 
 
-def _detail(response: httpx.Response) -> str:
-    """The API's reason in words: a field error's message, or the plain detail."""
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return response.text
-    if isinstance(detail, list):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'request'}: {d.get('msg')}"
-            for d in detail
-            if isinstance(d, dict)
-        )
-    return str(detail or response.text)
-
-
 def _field_order(video: VideoInfo) -> str:
     flag = video.field_order or "unflagged"
     measured = video.measured_field_order or "undetermined"
@@ -429,7 +414,7 @@ def inspect(
         _fail(f"cannot reach the API at {api_url or get_settings().api_url}: {err}")
         raise AssertionError from err  # unreachable
     if response.status_code != 200:
-        _fail(f"refused ({response.status_code}): {_detail(response)}")
+        _fail(f"refused ({response.status_code}): {refusal(response)}")
     if as_json:
         typer.echo(json.dumps(response.json(), indent=2))
         return
@@ -553,7 +538,7 @@ def pipeline_register(file: Path, api_url: ApiUrl = None) -> None:
         _print_issues(response.json()["errors"], str(file))
         raise typer.Exit(1)
     if response.status_code not in (200, 201):
-        _fail(f"refused ({response.status_code}): {_detail(response)}")
+        _fail(f"refused ({response.status_code}): {refusal(response)}")
     body = response.json()
     new = "registered" if response.status_code == 201 else "already registered"
     typer.echo(f"{body['id']} {new}: {body['version']} ({', '.join(body['steps'])})")
@@ -564,7 +549,7 @@ def pipeline_list(api_url: ApiUrl = None) -> None:
     """The registered pipelines and their latest versions."""
     response = _request(api_url, "GET", "/v1/pipelines")
     if response.status_code != 200:
-        _fail(f"refused ({response.status_code}): {_detail(response)}")
+        _fail(f"refused ({response.status_code}): {refusal(response)}")
     table = Table("pipeline", "latest version", "versions", "registered", "steps", box=None)
     for item in response.json():
         latest = item["latest"]

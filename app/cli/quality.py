@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.cli.client import api_client
+from app.cli.client import api_client, refusal
 from app.cli.follow import FollowError, follow
 from app.core.models import (
     ALL_METRICS,
@@ -26,20 +26,6 @@ from app.core.settings import get_settings
 def _fail(message: str) -> None:
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(1)
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return response.text
-    if isinstance(detail, list):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'request'}: {d.get('msg')}"
-            for d in detail
-            if isinstance(d, dict)
-        )
-    return str(detail or response.text)
 
 
 def _n(value: float | None, digits: int = 2) -> str:
@@ -119,7 +105,7 @@ def quality(
         _fail(f"cannot reach the API at {url}: {err}")
         raise AssertionError from err  # unreachable
     if response.status_code != 202:
-        _fail(f"refused ({response.status_code}): {_detail(response)}")
+        _fail(f"refused ({response.status_code}): {refusal(response)}")
     job_id = response.json()["job_id"]
     if not wait:
         typer.echo(json.dumps(response.json(), indent=2))

@@ -28,9 +28,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
-from app.plato.workflows.chunks import ChunkRangeWorkflow
-from app.plato.workflows.encode import EncodeWorkflow
-from app.plato.workflows.pipeline import FanoutBatchWorkflow, PipelineWorkflow
+from app.plato.workflows.catalog import WORKFLOWS
 
 
 class HistoryError(Exception):
@@ -96,12 +94,7 @@ async def fetch_history(workflow_id: str) -> tuple[WorkflowHistory, DataConverte
 async def replay_history(
     history: WorkflowHistory,
     *,
-    workflows: Sequence[type] = (
-        EncodeWorkflow,
-        ChunkRangeWorkflow,
-        PipelineWorkflow,
-        FanoutBatchWorkflow,
-    ),
+    workflows: Sequence[type] = WORKFLOWS,
     data_converter: DataConverter = pydantic_data_converter,
     debug: bool = False,
 ) -> ReplayReport:

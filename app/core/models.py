@@ -960,7 +960,11 @@ class WebhookDelivery(BaseModel):
     event_id: str
     type: WebhookEventType
     state: Literal["queued", "delivering", "delivered", "failed"] = "queued"
-    attempts: int = Field(0, description="Attempts made so far (the one in flight included).")
+    attempts: int = Field(
+        0,
+        description="Attempts made so far (the one in flight included; one the retry "
+        "deadline cut short of its answer is not counted).",
+    )
     last_status: int | None = Field(None, description="HTTP status of the last answer.")
     last_error: str | None = None
     delivered_at: datetime | None = None

@@ -23,11 +23,18 @@ STAGE_WEIGHTS = {
 }
 
 
-def overall_progress(stage: str, renditions: list[RenditionState]) -> float:
+def overall_progress(
+    stage: str,
+    renditions: list[RenditionState],
+    weights: dict[str, float] = STAGE_WEIGHTS,
+    busy: str = "encode",
+) -> float:
+    """The stages before ``stage`` done, and ``busy`` (the long stage) by its renditions'
+    progress; other kinds of job give their own ``weights`` and long stage."""
     done = 0.0
-    for name, weight in STAGE_WEIGHTS.items():
+    for name, weight in weights.items():
         if name == stage:
-            if name == "encode" and renditions:
+            if name == busy and renditions:
                 done += weight * sum(r.progress for r in renditions) / len(renditions)
             return round(min(done, 1.0), 4)
         done += weight

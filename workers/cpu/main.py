@@ -15,14 +15,7 @@ from app.core.settings import Settings, get_settings
 from app.core.temporal import connect
 from app.observability.metrics import setup_metrics
 from app.observability.telemetry import setup_logging, setup_tracing
-from app.plato.workflows.chunks import ChunkRangeWorkflow
-from app.plato.workflows.encode import EncodeWorkflow
-from app.plato.workflows.inspect import InspectWorkflow
-from app.plato.workflows.ladder import LadderWorkflow
-from app.plato.workflows.pipeline import FanoutBatchWorkflow, PipelineWorkflow
-from app.plato.workflows.quality import QualityWorkflow
-from app.plato.workflows.segment import EncodeSegmentWorkflow
-from app.plato.workflows.webhooks import WebhookWorkflow
+from app.plato.workflows.catalog import WORKFLOWS
 from app.stratum.queues import CPU_QUEUE, NOTIFY_QUEUE, WORKFLOW_QUEUE
 from app.stratum.registry import cpu_activities, notify_activities
 from app.stratum.resources import worker_concurrency
@@ -47,17 +40,7 @@ def build_workers(client: Client, settings: Settings) -> list[Worker]:
             client,
             task_queue=WORKFLOW_QUEUE,
             identity=identity(settings),
-            workflows=[
-                EncodeWorkflow,
-                ChunkRangeWorkflow,
-                InspectWorkflow,
-                PipelineWorkflow,
-                FanoutBatchWorkflow,
-                QualityWorkflow,
-                LadderWorkflow,
-                WebhookWorkflow,
-                EncodeSegmentWorkflow,
-            ],
+            workflows=list(WORKFLOWS),
         ),
         Worker(
             client,

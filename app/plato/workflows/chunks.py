@@ -8,20 +8,58 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from fractions import Fraction
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from app.core.models import (
+        AssembleInput,
         Chunk,
+        ChunkPlan,
         ChunkProgress,
         ChunkRangeInput,
         ChunkRangeResult,
         ChunkResult,
         EncodeChunkInput,
+        EncodeJob,
+        ProbeResult,
+        Rendition,
+        SplitInput,
     )
+    from app.media.chunking import output_frames
     from app.plato.workflows.calls import call_routed
     from app.stratum.functions.chunks import ChunkActivities
+
+
+def split_request(job: EncodeJob, probe: ProbeResult) -> SplitInput:
+    """The split of a job's source (EncodeWorkflow's, and each chunked encode-segment's)."""
+    return SplitInput(
+        job_id=job.job_id,
+        source_uri=job.source_uri,
+        container=probe.container,
+        scratch_uri=job.scratch_uri,
+        duration_s=probe.duration_s,
+        chunk_seconds=job.chunk_seconds,
+        min_chunk_seconds=job.min_chunk_seconds,
+        segment_seconds=job.segment_seconds,
+    )
+
+
+def assemble_request(
+    job: EncodeJob, probe: ProbeResult, rendition: Rendition, chunks: ChunkPlan
+) -> AssembleInput:
+    """One rendition's join, checked against the whole title's frames and duration."""
+    rate = probe.video.frame_rate
+    return AssembleInput(
+        job_id=job.job_id,
+        scratch_uri=job.scratch_uri,
+        rendition=rendition,
+        chunks=chunks.count,
+        expected_frames=output_frames(chunks.frames, rate, rendition.settings.frame_rate),
+        expected_duration_s=float(chunks.frames / Fraction(rate)),
+    )
+
 
 PROGRESS_SIGNAL = "chunk_progress"
 PROGRESS_REPORTS = 10

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -18,7 +17,6 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from app.core.models import (
-        AssembleInput,
         AudioRendition,
         ChunkPlan,
         ChunkProgress,
@@ -48,7 +46,6 @@ with workflow.unsafe.imports_passed_through():
         RenditionState,
         Route,
         RouteInput,
-        SplitInput,
         SubtitleInput,
         SubtitleMedia,
         SubtitleRendition,
@@ -61,7 +58,6 @@ with workflow.unsafe.imports_passed_through():
     from app.core.progress import overall_progress
     from app.media.chunking import (
         chunk_progress,
-        output_frames,
         ranges,
         window_share,
         worth_chunking,
@@ -69,7 +65,12 @@ with workflow.unsafe.imports_passed_through():
     from app.media.quality import display_size, rendition_views
     from app.observability.search import STATUS as STATUS_KEY
     from app.plato.workflows.calls import LONG, all_or_none, call, call_routed, error_info
-    from app.plato.workflows.chunks import PROGRESS_SIGNAL, ChunkRangeWorkflow
+    from app.plato.workflows.chunks import (
+        PROGRESS_SIGNAL,
+        ChunkRangeWorkflow,
+        assemble_request,
+        split_request,
+    )
     from app.plato.workflows.ladder import per_title_ladder
     from app.plato.workflows.quality import QualityWorkflow, published, quality_details
     from app.plato.workflows.webhooks import JobEvents
@@ -410,19 +411,7 @@ class EncodeWorkflow:
 
     async def _split(self, job: EncodeJob, probe: ProbeResult) -> ChunkPlan:
         plan: ChunkPlan = await self._call(
-            ChunkActivities.split,
-            SplitInput(
-                job_id=job.job_id,
-                source_uri=job.source_uri,
-                container=probe.container,
-                scratch_uri=job.scratch_uri,
-                duration_s=probe.duration_s,
-                chunk_seconds=job.chunk_seconds,
-                min_chunk_seconds=job.min_chunk_seconds,
-                segment_seconds=job.segment_seconds,
-            ),
-            timeout=LONG,
-            heartbeat=True,
+            ChunkActivities.split, split_request(job, probe), timeout=LONG, heartbeat=True
         )
         return plan
 
@@ -514,22 +503,12 @@ class EncodeWorkflow:
         self, job: EncodeJob, probe: ProbeResult, plan: Plan, chunks: ChunkPlan
     ) -> list[EncodedMedia]:
         """Per rendition, join the chunks and check the result is the whole title."""
-        duration = float(chunks.frames / Fraction(probe.video.frame_rate))
 
         async def one(rendition: Rendition) -> EncodedMedia:
             state = next(r for r in self._state.renditions if r.name == rendition.name)
             media: EncodedMedia = await self._call(
                 ChunkActivities.assemble,
-                AssembleInput(
-                    job_id=job.job_id,
-                    scratch_uri=job.scratch_uri,
-                    rendition=rendition,
-                    chunks=chunks.count,
-                    expected_frames=output_frames(
-                        chunks.frames, probe.video.frame_rate, rendition.settings.frame_rate
-                    ),
-                    expected_duration_s=duration,
-                ),
+                assemble_request(job, probe, rendition, chunks),
                 timeout=LONG,
                 heartbeat=True,
             )

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         RenditionState,
         WorkflowState,
     )
+    from app.core.progress import overall_progress
     from app.media.quality import QualityMismatch, align, compare_format, plan_chunks
     from app.plato.workflows.calls import LONG, call, error_info
     from app.stratum.functions.analyze import AnalyzeActivities
@@ -51,14 +52,7 @@ STAGE_WEIGHTS = {"probe": 0.04, "prepare": 0.04, "measure": 0.88, "assemble": 0.
 
 def quality_progress(stage: str, renditions: list[RenditionState]) -> float:
     """A quality job's progress bar: measuring is nearly all of it, by chunks finished."""
-    done = 0.0
-    for name, weight in STAGE_WEIGHTS.items():
-        if name == stage:
-            if name == "measure" and renditions:
-                done += weight * sum(r.progress for r in renditions) / len(renditions)
-            return round(min(done, 1.0), 4)
-        done += weight
-    return 1.0 if stage in ("cleanup", "done") else 0.0
+    return overall_progress(stage, renditions, STAGE_WEIGHTS, busy="measure")
 
 
 def quality_details(result: QualityResult) -> str:

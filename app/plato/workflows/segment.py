@@ -6,13 +6,10 @@ activity, the same as before the function ran as a workflow.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from app.core.models import (
-        AssembleInput,
         ChunkPlan,
         ChunkProgress,
         ChunkRangeInput,
@@ -23,11 +20,15 @@ with workflow.unsafe.imports_passed_through():
         EncodeSegmentOutput,
         RetryOptions,
         SegmentPlan,
-        SplitInput,
     )
-    from app.media.chunking import output_frames, ranges, window_share, worth_chunking
+    from app.media.chunking import ranges, window_share, worth_chunking
     from app.plato.workflows.calls import LONG, SHORT, all_or_none, call
-    from app.plato.workflows.chunks import PROGRESS_SIGNAL, ChunkRangeWorkflow
+    from app.plato.workflows.chunks import (
+        PROGRESS_SIGNAL,
+        ChunkRangeWorkflow,
+        assemble_request,
+        split_request,
+    )
     from app.plato.workflows.pipeline import FunctionCall, run_step
     from app.stratum.builtins import plan_segment
     from app.stratum.functions.chunks import ChunkActivities
@@ -77,20 +78,7 @@ class EncodeSegmentWorkflow:
             }
         )
         chunks: ChunkPlan = await call(
-            job,
-            ChunkActivities.split,
-            SplitInput(
-                job_id=job.job_id,
-                source_uri=job.source_uri,
-                container=probe.container,
-                scratch_uri=job.scratch_uri,
-                duration_s=probe.duration_s,
-                chunk_seconds=job.chunk_seconds,
-                min_chunk_seconds=job.min_chunk_seconds,
-                segment_seconds=job.segment_seconds,
-            ),
-            timeout=LONG,
-            heartbeat=True,
+            job, ChunkActivities.split, split_request(job, probe), timeout=LONG, heartbeat=True
         )
         if chunks.count < 2:
             return await self._whole(request)
@@ -98,16 +86,7 @@ class EncodeSegmentWorkflow:
         media: EncodedMedia = await call(
             job,
             ChunkActivities.assemble,
-            AssembleInput(
-                job_id=job.job_id,
-                scratch_uri=job.scratch_uri,
-                rendition=plan.rendition,
-                chunks=chunks.count,
-                expected_frames=output_frames(
-                    chunks.frames, probe.video.frame_rate, plan.rendition.settings.frame_rate
-                ),
-                expected_duration_s=float(chunks.frames / Fraction(probe.video.frame_rate)),
-            ),
+            assemble_request(job, probe, plan.rendition, chunks),
             timeout=LONG,
             heartbeat=True,
         )

@@ -94,6 +94,7 @@ class WebhookWorkflow:
             last = _last_attempt(err)
             delivery.last_error = last.message if last else str(err.cause or err)
             details = _details(last)
+            # the attempts whose answers are known: one cut short by the deadline is not
             delivery.attempts = int(details.get("attempt") or 0)
             delivery.last_status = details.get("status")
             workflow.logger.warning("webhook event %s not delivered: %s", event.id, err.cause)
