@@ -131,7 +131,9 @@ async def test_cancel_kills_ffmpeg_and_removes_everything(stack: Stack, media_di
         statuses.add(view["status"])
         seen.append(view["progress"])
         slow = [r for r in view["renditions"] if r["name"] == "slow"]
-        if slow and slow[0]["progress"] > 0.02 and len(seen) > 3:
+        # fps comes from the heartbeats of the chunks in flight: right after a chunk ends its
+        # successor may not have sent one yet, so wait for a view that has both
+        if slow and slow[0]["progress"] > 0.02 and slow[0]["fps"] and len(seen) > 3:
             break
         time.sleep(0.3)
     assert seen == sorted(seen), "progress must never go back"
