@@ -136,6 +136,8 @@ def stack(
         data_dir=tmp_path_factory.mktemp("data"),
         temporal_address=dev_server.client.service_client.config.target_host,
         source_roots=[media_dir],
+        # the machine kind this suite is written for, whatever runs it: one encode slot
+        extra_env={"COSMOS_WORKER_CORES": "2"},
     )
     stack.start_worker()
     stack.start_api()

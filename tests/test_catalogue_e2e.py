@@ -333,7 +333,9 @@ def test_hdr10_source_gives_hdr_hevc_and_sdr_h264_side_by_side(
         {"name": "hdr", "height": 360, "bitrate_kbps": 600, "codec": "hevc", "preset": "ultrafast"},
         {"name": "sdr", "height": 360, "bitrate_kbps": 600, "codec": "h264", "preset": "veryfast"},
     ]
-    view = stack.wait(stack.submit(source=str(source), profiles=profiles)["job_id"], timeout=240)
+    view = stack.wait(
+        stack.submit(source=str(source), profiles=profiles, chunk_seconds=6)["job_id"], timeout=240
+    )
     assert view["status"] == "SUCCEEDED", view
     assert view["source"]["video"]["dynamic_range"] == "HDR10"
     assert {r["chunks_total"] for r in view["renditions"]} == {2}  # chunked, 10 s at 6 s

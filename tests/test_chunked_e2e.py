@@ -25,7 +25,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from app.cli.samples import make_video
 from app.storage.local import uri_to_path
-from tests.media_checks import check_package
+from tests.media_checks import check_package, keyframe_times
 from tests.stack import TERMINAL, Stack
 from tests.test_faults import DevServer
 
@@ -145,6 +145,58 @@ async def record_histories(address: str, job_id: str) -> None:
     first = await client.get_workflow_handle(child).fetch_history()
     for name, history in (("encode_chunked", parent), ("chunk_range", first)):
         (HISTORIES / f"{name}.json").write_text(json.dumps(history.to_json_dict(), indent=1))
+
+
+# ---------------------------------------------------------------- chunk only where it pays
+
+WHOLE_PROFILES = [
+    {"name": "mid", "height": 288, "bitrate_kbps": 500},
+    {"name": "low", "height": 144, "bitrate_kbps": 150},
+]
+
+
+async def test_one_encode_slot_encodes_the_ladder_from_one_decode(
+    stack: Stack, media_dir: Path, ffmpeg: str
+) -> None:
+    """The suite's worker sizes itself for 2 cores: one encode slot. Left to decide, the job
+    does not chunk (chunks would run one after another) and one ffmpeg encodes every rendition
+    from one decode; asked for chunks, it chunks. The two packages are the same streams: the
+    same frames, keyframes at the same instants, the same codec strings."""
+    source = make_video(media_dir / "whole-ladder.mp4", width=640, height=360, seconds=12, gop=30)
+    request = {"source": str(source), "profiles": WHOLE_PROFILES, "segment_seconds": 2}
+    whole_id = stack.submit(**request)["job_id"]
+    chunked_id = stack.submit(**request, chunk_seconds=4)["job_id"]
+    packages = {}
+    for job_id in (whole_id, chunked_id):
+        view = stack.wait(job_id, timeout=180)
+        assert view["status"] == "SUCCEEDED", view
+        out_dir = uri_to_path(view["manifests"]["manifest"]).parent
+        packages[job_id] = (out_dir, check_package(out_dir, ffmpeg, 12.0, "30/1"))
+    (whole_dir, whole), (chunked_dir, chunked) = packages[whole_id], packages[chunked_id]
+
+    assert whole["chunking"]["chunked"] is False, whole["chunking"]
+    assert whole["chunking"]["slots"] == 1 and "one encode slot" in whole["chunking"]["reason"]
+    assert chunked["chunking"] == {
+        "chunked": True, "reason": "chunk_seconds 4 asked", "slots": 1, "chunk_seconds": 4.0
+    }  # fmt: skip
+    assert "split" not in whole["stage_seconds"] and "split" in chunked["stage_seconds"]
+
+    client = await Client.connect(stack.temporal_address, data_converter=pydantic_data_converter)
+    history = await client.get_workflow_handle(whole_id).fetch_history()
+    activities = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert activities.count("encode_renditions") == 1, activities
+    assert not {"encode_video", "split_source", "assemble"} & set(activities), activities
+
+    for rep, (a, b) in enumerate(zip(whole["renditions"], chunked["renditions"], strict=True)):
+        assert (a["name"], a["width"], a["height"]) == (b["name"], b["width"], b["height"])
+        assert a["codecs"] == b["codecs"] and a["frame_count"] == b["frame_count"] == 360
+        assert keyframe_times(whole_dir, rep) == keyframe_times(chunked_dir, rep)
+        assert keyframe_times(whole_dir, rep) == [float(t) for t in range(0, 12, 2)]
+        assert a["bitrate_kbps"] == pytest.approx(b["bitrate_kbps"], rel=0.25), (a, b)
 
 
 # ---------------------------------------------------------------- a worker killed mid-job

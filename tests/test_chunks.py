@@ -342,7 +342,7 @@ async def test_every_encoded_chunk_is_decoded_and_a_corrupt_stream_is_caught(
     check on a stream whose middle was overwritten."""
     encoded = await encode_all(settings, scene_source)
     paths = output_paths(encoded, encoded.plan.renditions[0])
-    check = ChunkActivities(settings)._decode_problem
+    check = ChunkActivities(settings).decode_problem
     assert await ActivityEnvironment().run(check, paths, 10.0, "check") is None
     damaged = paths[1]
     data = bytearray(damaged.read_bytes())

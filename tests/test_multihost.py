@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -40,8 +39,9 @@ from app.cli.samples import make_video
 from app.cli.seaweed import INTERNAL_PORTS, READY_TIMEOUT_S, STOP_GRACE_S, Seaweed
 from app.core.models import Poller
 from app.observability.search import dev_server_args
-from app.stratum.pools import pollers
+from app.stratum.pools import pollers, worker_identity
 from app.stratum.queues import CPU_QUEUE
+from app.stratum.resources import encode_slots
 from tests import netns
 from tests.conftest import BIN
 from tests.media_checks import check_package
@@ -231,9 +231,9 @@ class Cluster:
             list(pool.map(lambda n: self.worker(n).start_worker(), names))
 
     def identity(self, name: str) -> str:
-        """What workers/cpu/main.py names the worker on ``name`` (pid@host NAME)."""
+        """What workers/cpu/main.py names the worker on ``name`` (pid@host NAME [slots])."""
         pid = self.worker(name).procs["worker"].pid  # ip netns exec execs: the same pid
-        return f"{pid}@{socket.gethostname()} host-{name}"
+        return worker_identity(f"host-{name}", encode_slots(), pid=pid)
 
     def kill_all(self) -> None:
         for stack in [self.api, *self.workers.values()]:

@@ -401,7 +401,7 @@ async def test_a_finished_encode_jobs_quality_is_recomputed_without_encoding(
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     }
-    assert not ran & {"encode_video", "encode_chunk", "split_source"}, ran
+    assert not ran & {"encode_video", "encode_renditions", "encode_chunk", "split_source"}, ran
     assert {"quality_prepare", "quality_chunk", "quality_assemble"} <= ran
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import cast
 
 import pytest
@@ -15,13 +16,20 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from app.core.models import Accelerator, Codec, EncodeResult
+from app.core.models import Accelerator, Codec, EncodeResult, Poller
 from app.core.settings import Settings
+from app.media.chunking import chunk_decision
 from app.observability.search import KEYS
 from app.plato.workflows.encode import EncodeWorkflow
 from app.stratum.functions.routing import RoutingActivities
 from app.stratum.gpu import H100, L4, T4, GpuInfo, NoGpu, RecordedProbe, queues_for
-from app.stratum.pools import NoCapablePool, choose_route, describe_pools
+from app.stratum.pools import (
+    NoCapablePool,
+    choose_route,
+    describe_pools,
+    live_slots,
+    worker_identity,
+)
 from app.stratum.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
 from app.stratum.registry import cpu_activities
 from app.stratum.resources import (
@@ -178,3 +186,40 @@ async def test_routing_matrix_through_task_queues(
         for worker in workers:
             await worker.shutdown()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_workers_name_their_encode_slots_and_the_pool_adds_them_up() -> None:
+    """The chunking decision reads the CPU pool's slots from its pollers' identities; one
+    poller that does not say (an older worker) makes the count unknown, not smaller."""
+    now = datetime.now(UTC)
+    one, four = worker_identity("a", 1, pid=7), worker_identity("b", 4, pid=8)
+    assert one.endswith(" a [1 encode slot]") and four.endswith(" b [4 encode slots]")
+    assert live_slots([Poller(identity=one, last_seen=now)]) == 1
+    assert live_slots([Poller(identity=i, last_seen=now) for i in (one, four)]) == 5
+    stale = Poller(identity=four, last_seen=now - timedelta(minutes=5))
+    assert live_slots([Poller(identity=one, last_seen=now), stale]) == 1
+    older = Poller(identity="9@host", last_seen=now)
+    assert live_slots([Poller(identity=one, last_seen=now), older]) is None
+    assert live_slots([]) is None
+
+
+@pytest.mark.parametrize(
+    ("duration", "auto", "slots", "chunked", "why"),
+    [
+        (30.0, True, 1, False, "one encode slot polls"),
+        (30.0, True, 4, True, "4 encode slots poll"),
+        (30.0, True, None, True, "not known"),
+        (30.0, False, 1, True, "chunk_seconds 6 asked"),
+        (3600.0, True, 1, True, "longer than 600 s"),
+        (5.0, True, 8, False, "too short"),
+    ],
+)
+def test_chunks_only_where_they_pay(
+    duration: float, auto: bool, slots: int | None, chunked: bool, why: str
+) -> None:
+    decision = chunk_decision(duration, False, 6.0, 2.0, auto=auto, slots=slots)
+    assert decision.chunked is chunked and why in decision.reason, decision
+    assert decision.slots == slots
+    assert not chunk_decision(30.0, False, 0.0, 2.0, auto=False, slots=8).chunked
+    vfr = chunk_decision(30.0, True, 6.0, 2.0, auto=True, slots=8)
+    assert not vfr.chunked and "variable frame rate" in vfr.reason

@@ -147,13 +147,13 @@ async def test_one_trace_per_job_down_to_ffmpeg(
     assert {s.context.trace_id for s in job_runs if s.context} == {trace_id}
 
     ffmpegs = [s for s in ours if s.name == "ffmpeg"]
-    assert len(ffmpegs) == 3  # the rendition, the audio, the packaging
+    assert len(ffmpegs) == 4  # the rendition, its decode check, the audio, the packaging
     for span in ffmpegs:
         assert span.parent is not None
         assert by_id[span.parent.span_id].name.startswith("RunActivity:")
         assert span.status.status_code != StatusCode.ERROR
     attrs = {_attr(s, "ffmpeg.label"): s.attributes or {} for s in ffmpegs}
-    assert set(attrs) == {"s", "audio-und", "package"}
+    assert set(attrs) == {"s", "check s", "audio-und", "package"}
     video = attrs["s"]
     assert video["ffmpeg.video_encoder"] == "libx264"
     assert video["ffmpeg.format"] == "mp4"

@@ -54,8 +54,9 @@ async def _heartbeats(client: Client, desc: WorkflowExecutionDescription) -> dic
             (details,) = await client.data_converter.decode(
                 pending.heartbeat_details.payloads, [dict]
             )
-            label = str(details.pop("label"))
-            found[label] = Progress.model_validate(details)
+            progress = Progress.model_validate({k: v for k, v in details.items() if k != "label"})
+            for name in str(details["label"]).split("+"):  # one run encodes "720p+480p+360p"
+                found[name] = progress
         except (ValueError, KeyError, TypeError):
             continue
     return found

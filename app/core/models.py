@@ -208,12 +208,14 @@ class EncodeRequest(Strict):
         description="Signs this job's events instead of COSMOS_WEBHOOK_SECRET. It travels in the "
         "workflow's input: set COSMOS_PAYLOAD_KEYS so Temporal stores it encrypted.",
     )
-    chunk_seconds: float = Field(
-        DEFAULT_CHUNK_SECONDS,
+    chunk_seconds: float | None = Field(
+        None,
         ge=0,
         le=600,
         description="Target chunk length for parallel encoding (cut on source keyframes, "
-        "scene cuts preferred); 0 encodes each rendition in one piece.",
+        "scene cuts preferred); 0 never cuts. Omitted: chunks of "
+        f"{DEFAULT_CHUNK_SECONDS:g} s where they pay (more than one encode slot polls, or a "
+        "long title), else one decode for the whole ladder (manifest.json's `chunking`).",
     )
     min_chunk_seconds: float = Field(
         DEFAULT_MIN_CHUNK_SECONDS, ge=0.5, le=600, description="No chunk is shorter than this."
@@ -318,6 +320,9 @@ class EncodeJob(Strict):
     accelerator: Accelerator = "auto"
     gpu_schedule_to_start_s: float = Field(60.0, gt=0, le=3600)
     chunk_seconds: float = 0.0
+    chunk_auto: bool = Field(
+        False, description="chunk_seconds was not asked: chunk only where it pays."
+    )
     min_chunk_seconds: float = DEFAULT_MIN_CHUNK_SECONDS
     window: int = Field(DEFAULT_WINDOW, ge=1, le=1000, description="Chunk tasks in flight.")
     deinterlace: DeinterlaceMode = "auto"
@@ -566,6 +571,24 @@ class EncodeVideoInput(Strict):
     rendition: Rendition
     duration_s: float
     rotation: int = 0
+    decode_check: bool = Field(
+        True, description="False where the job's quality pass decodes every frame instead."
+    )
+
+
+class EncodeRenditionsInput(Strict):
+    """Renditions of one codec from one decode of the whole source (a title not chunked)."""
+
+    job_id: str
+    source_uri: str
+    container: str
+    scratch_uri: str
+    renditions: list[Rendition]
+    duration_s: float
+    rotation: int = 0
+    decode_check: bool = Field(
+        True, description="False where the job's quality pass decodes every frame instead."
+    )
 
 
 class EncodeAudioInput(Strict):
@@ -671,6 +694,18 @@ class Route(Strict):
     queue: str
     mode: Literal["cpu", "nvenc", "cuda"]
     reason: str
+    slots: int | None = Field(
+        None, description="Encode slots of the workers polling the queue now; None: unknown."
+    )
+
+
+class ChunkDecision(Strict):
+    """Whether a job's video is cut into chunks, and why: ``manifest.json``'s ``chunking``."""
+
+    chunked: bool
+    reason: str
+    slots: int | None = Field(None, description="Encode slots that polled when it was decided.")
+    chunk_seconds: float = Field(description="The target chunk length (unused when whole).")
 
 
 class SplitInput(Strict):
@@ -876,6 +911,7 @@ class PublishInput(Strict):
     subtitles: list[SubtitleMedia] = []
     quality: QualityResult | None = None
     ladder_analysis: LadderAnalysis | None = Field(None, description="ladder auto's analysis.")
+    chunking: ChunkDecision | None = Field(None, description="None: jobs from before it.")
 
 
 class Manifests(Strict):
@@ -1549,6 +1585,7 @@ class WorkflowState(BaseModel):
         default_factory=dict, description="Running chunk-range children: workflow ID -> codec."
     )
     webhook_workflow: str | None = Field(None, description="Delivers this run's events.")
+    chunking: ChunkDecision | None = Field(None, description="Chunked or whole, and why.")
     progress: float | None = Field(
         None, description="Where the workflow knows its own (pipeline runs); else the API's rule."
     )

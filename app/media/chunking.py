@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from app.core.models import ChunkDecision
+
 SCENE_THRESHOLD = 0.3
 """ffmpeg ``scene`` score (0..1) between consecutive keyframes above which a cut is a scene cut."""
 CHUNKS_PER_CHILD = 500
@@ -97,6 +99,52 @@ def worth_chunking(
         and duration_s >= chunk_seconds + min_chunk_seconds
         and not variable_frame_rate
     )
+
+
+WHOLE_MAX_S = 600.0
+"""The longest title encoded in one piece when chunks could not run side by side: a longer one
+is chunked anyway, so that a lost worker costs a chunk, not the title."""
+
+
+def chunk_decision(
+    duration_s: float,
+    variable_frame_rate: bool,
+    chunk_seconds: float,
+    min_chunk_seconds: float,
+    *,
+    auto: bool,
+    slots: int | None,
+) -> ChunkDecision:
+    """Chunk only where it pays. Chunks cost a split, a join and an encoder warm-up each; they
+    buy parallelism over several encode slots and resume granularity. With one slot polling
+    (one small machine) chunks run one after another, so one decode feeding every rendition
+    is as parallel and cheaper. ``auto``: chunk_seconds was not asked; ``slots``: the encode
+    slots polling now (None: unknown, e.g. a GPU pool or older workers)."""
+
+    def decided(chunked: bool, reason: str) -> ChunkDecision:
+        return ChunkDecision(
+            chunked=chunked, reason=reason, slots=slots, chunk_seconds=chunk_seconds
+        )
+
+    if not worth_chunking(duration_s, variable_frame_rate, chunk_seconds, min_chunk_seconds):
+        if chunk_seconds <= 0:
+            return decided(False, "chunk_seconds 0 asked")
+        if variable_frame_rate:
+            return decided(False, "variable frame rate: made constant over the whole title")
+        return decided(False, f"{duration_s:g} s is too short for two chunks")
+    if not auto:
+        return decided(True, f"chunk_seconds {chunk_seconds:g} asked")
+    if slots is None:
+        return decided(True, "the pool's encode slots are not known")
+    if duration_s > WHOLE_MAX_S:
+        return decided(True, f"longer than {WHOLE_MAX_S:g} s: a lost worker costs one chunk")
+    if slots <= 1:
+        return decided(
+            False,
+            "one encode slot polls: chunks would run one after another, so one decode feeds "
+            "every rendition",
+        )
+    return decided(True, f"{slots} encode slots poll: chunks run side by side")
 
 
 def ranges(count: int, per_child: int = CHUNKS_PER_CHILD) -> list[tuple[int, int]]:

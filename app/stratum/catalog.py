@@ -67,11 +67,11 @@ NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 """A step name: lowercase words joined by dashes (``encode-segment``), at most 63 characters."""
 DEFAULT_SHAPE = ResourceShape(cpu_threads=1, memory_mib=1024)
 TAKEN = frozenset(
-    {"assemble", "cleanup", "encode_audio", "encode_chunk", "encode_video",
-     "generate_thumbnails", "ladder_choose", "ladder_cleanup", "ladder_measure",
-     "ladder_prepare", "notify", "package", "plan_renditions", "prepare_subtitles",
-     "plan_segment", "probe_source", "publish_manifest", "quality_assemble", "quality_chunk",
-     "quality_prepare", "route_encodes", "split_source"}
+    {"assemble", "cleanup", "encode_audio", "encode_chunk", "encode_renditions",
+     "encode_video", "generate_thumbnails", "ladder_choose", "ladder_cleanup",
+     "ladder_measure", "ladder_prepare", "notify", "package", "plan_renditions",
+     "prepare_subtitles", "plan_segment", "probe_source", "publish_manifest",
+     "quality_assemble", "quality_chunk", "quality_prepare", "route_encodes", "split_source"}
 )  # fmt: skip
 """Activity names the encode pipeline's workers already serve: no new function may take one
 (``assemble`` is declared as a function, served by that same activity)."""

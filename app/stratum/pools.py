@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import socket
 from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -21,6 +25,27 @@ from app.stratum.queues import (
 
 FRESH = timedelta(seconds=90)
 """A poller seen this recently is alive: long polls last up to a minute, then start again."""
+
+
+SLOTS = re.compile(r"\[(\d+) encode slots?\]$")
+
+
+def worker_identity(name: str = "", slots: int | None = None, pid: int | None = None) -> str:
+    """``pid@host``, the worker's name where it has one (``cosmos dev`` names its workers
+    ``worker-cpu-1`` ...), and its encode slots: Temporal lists pollers by identity, and the
+    slots tell the workflow whether chunks would run side by side."""
+    identity = f"{pid or os.getpid()}@{socket.gethostname()}" + (f" {name}" if name else "")
+    if slots is not None:
+        identity += f" [{slots} encode slot{'s' if slots != 1 else ''}]"
+    return identity
+
+
+def live_slots(found: list[Poller]) -> int | None:
+    """Encode slots of the live pollers; None if any does not say (older workers)."""
+    counts = [SLOTS.search(p.identity) for p in alive(found)]
+    if not counts or any(c is None for c in counts):
+        return None
+    return sum(int(c.group(1)) for c in counts if c is not None)
 
 
 class NoCapablePool(ValueError):
@@ -57,11 +82,9 @@ def alive(found: list[Poller], now: datetime | None = None) -> list[Poller]:
 
 
 async def live_gpu_queues(client: Client) -> set[str]:
-    live = set()
-    for queue in [*NVENC_QUEUES, CUDA_QUEUE]:
-        if alive(await pollers(client, queue)):
-            live.add(queue)
-    return live
+    queues = [*NVENC_QUEUES, CUDA_QUEUE]
+    found = await asyncio.gather(*(pollers(client, queue) for queue in queues))
+    return {queue for queue, seen in zip(queues, found, strict=True) if alive(seen)}
 
 
 def choose_route(codec: Codec, accelerator: Accelerator, live: set[str]) -> Route:

@@ -45,6 +45,7 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         analyze.plan,
         routing.route,
         encode.encode_video,
+        encode.encode_renditions,
         AudioActivities(settings).encode_audio,
         chunks.split,
         chunks.encode_chunk,
@@ -97,8 +98,10 @@ def gpu_activities(settings: Settings, queue: str) -> list[Callable[..., Any]]:
     """The encoder that the queue promises: NVENC, or NVDEC + scale_cuda + software."""
     mode = mode_of(queue)
     functions = pool_functions(settings, "gpu") if queue == CUDA_QUEUE else []
+    encode = EncodeActivities(settings, mode)
     return [
-        EncodeActivities(settings, mode).encode_video,
+        encode.encode_video,
+        encode.encode_renditions,
         ChunkActivities(settings, mode).encode_chunk,
         *functions,
     ]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -16,9 +14,10 @@ from app.core.temporal import connect
 from app.observability.metrics import setup_metrics
 from app.observability.telemetry import setup_logging, setup_tracing
 from app.plato.workflows.catalog import WORKFLOWS
+from app.stratum.pools import worker_identity
 from app.stratum.queues import CPU_QUEUE, NOTIFY_QUEUE, WORKFLOW_QUEUE
 from app.stratum.registry import cpu_activities, notify_activities
-from app.stratum.resources import worker_concurrency
+from app.stratum.resources import encode_slots, worker_concurrency
 from workers.runner import run_until_signal
 from workers.storage import wait_for_storage
 
@@ -28,10 +27,8 @@ NOTIFY_SLOTS = 16
 
 
 def identity(settings: Settings) -> str:
-    """``pid@host``, and the worker's name where it has one (``cosmos dev`` names its
-    workers ``worker-cpu-1`` ...), as Temporal lists its pollers."""
-    name = settings.worker_name.strip()
-    return f"{os.getpid()}@{socket.gethostname()}" + (f" {name}" if name else "")
+    slots = encode_slots(settings.worker_max_activities, settings.worker_cores)
+    return worker_identity(settings.worker_name.strip(), slots)
 
 
 def build_workers(client: Client, settings: Settings) -> list[Worker]:

@@ -18,6 +18,7 @@ from app.api.security import requester
 from app.api.source_checks import checked_source
 from app.api.starts import start_job
 from app.core.models import (
+    DEFAULT_CHUNK_SECONDS,
     EncodeJob,
     EncodeRequest,
     LadderOptions,
@@ -199,7 +200,8 @@ async def submit(
         heartbeat_timeout_s=settings.heartbeat_timeout_s,
         accelerator=body.accelerator,
         gpu_schedule_to_start_s=settings.gpu_schedule_to_start_s,
-        chunk_seconds=body.chunk_seconds,
+        chunk_seconds=DEFAULT_CHUNK_SECONDS if body.chunk_seconds is None else body.chunk_seconds,
+        chunk_auto=body.chunk_seconds is None,
         min_chunk_seconds=body.min_chunk_seconds,
         window=settings.chunk_window,
         deinterlace=body.deinterlace,

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         EncodeAudioInput,
         EncodedMedia,
         EncodeJob,
+        EncodeRenditionsInput,
         EncodeResult,
         EncodeVideoInput,
         ErrorInfo,
@@ -57,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from app.core.progress import overall_progress
     from app.media.chunking import (
+        chunk_decision,
         chunk_progress,
         ranges,
         window_share,
@@ -100,6 +102,9 @@ QUALITY_PATCH = "quality"
 """Histories recorded before per-job quality replay without asking for it."""
 WEBHOOK_PATCH = "webhook-events"
 """Histories recorded before webhook events replay with one notify activity at the end."""
+WHOLE_LADDER_PATCH = "whole-ladder"
+"""Histories recorded before chunking was decided by the pool's slots replay as they ran:
+chunked when the title was long enough, else one activity per rendition."""
 
 
 @dataclass
@@ -123,6 +128,11 @@ class EncodeWorkflow:
         """codec -> chunk-range child workflow ID -> chunks it finished"""
         self._events: JobEvents | None = None
         """None: a run from before webhook events (see ``WEBHOOK_PATCH``)."""
+        self._whole_ladder = False
+        """Chunking decided by the pool's slots (see ``WHOLE_LADDER_PATCH``)."""
+        self._one_decode = False
+        """A title not chunked is encoded by one activity per codec (one slot polls), not one
+        per rendition (side by side on several slots)."""
 
     @workflow.query
     def state(self) -> WorkflowState:
@@ -189,7 +199,20 @@ class EncodeWorkflow:
                 )
                 routes = {route.codec: route for route in decided}
             chunks = None
-            if worth_chunking(
+            self._whole_ladder = workflow.patched(WHOLE_LADDER_PATCH)
+            if self._whole_ladder:
+                decision = self._state.chunking = chunk_decision(
+                    probe.duration_s,
+                    probe.video.variable_frame_rate,
+                    job.chunk_seconds,
+                    job.min_chunk_seconds,
+                    auto=job.chunk_auto,
+                    slots=_slots(routes),
+                )
+                self._one_decode = decision.slots is not None and decision.slots <= 1
+                if decision.chunked:
+                    chunks = await self._stage("split", self._split(job, probe))
+            elif worth_chunking(
                 probe.duration_s,
                 probe.video.variable_frame_rate,
                 job.chunk_seconds,
@@ -246,6 +269,7 @@ class EncodeWorkflow:
                         subtitles=tracks.subtitles,
                         quality=quality,
                         ladder_analysis=ladder,
+                        chunking=self._state.chunking,
                     ),
                 ),
             )
@@ -279,8 +303,20 @@ class EncodeWorkflow:
     async def _encode_all(
         self, job: EncodeJob, probe: ProbeResult, plan: Plan, routes: dict[str, Route]
     ) -> tuple[list[EncodedMedia], Tracks]:
-        """Every rendition (and the audio and subtitles, once) in parallel, one activity each."""
-        work: list[Coroutine[Any, Any, Any]] = [
+        """The renditions of each codec from one decode where one encode slot polls, else
+        one activity per rendition, side by side; the audio and subtitles, once, alongside."""
+        work: list[Coroutine[Any, Any, Any]]
+        if self._one_decode:
+            codecs = sorted({r.codec for r in plan.renditions})
+            work = [
+                self._encode_renditions(
+                    job, probe, [r for r in plan.renditions if r.codec == codec], routes.get(codec)
+                )
+                for codec in codecs
+            ]
+            groups: list[Any] = await all_or_none([*work, self._tracks(job, probe, plan)])
+            return [v for group in groups[:-1] if group for v in group], groups[-1]
+        work = [
             self._encode_rendition(job, probe, rendition, routes.get(rendition.codec))
             for rendition in plan.renditions
         ]
@@ -520,6 +556,44 @@ class EncodeWorkflow:
         results = await all_or_none([one(r) for r in plan.renditions])
         return [r for r in results if r is not None]
 
+    async def _encode_renditions(
+        self, job: EncodeJob, probe: ProbeResult, renditions: list[Rendition], route: Route | None
+    ) -> list[EncodedMedia]:
+        """One activity for the renditions of a codec: a title not chunked."""
+        names = {r.name for r in renditions}
+        states = [r for r in self._state.renditions if r.name in names]
+        request = EncodeRenditionsInput(
+            job_id=job.job_id,
+            source_uri=job.source_uri,
+            container=probe.container,
+            scratch_uri=job.scratch_uri,
+            renditions=renditions,
+            duration_s=probe.duration_s,
+            rotation=probe.video.rotation,
+            decode_check=job.quality is None,
+        )
+        for state in states:
+            state.status, state.queue = "encoding", route.queue if route else CPU_QUEUE
+        label = "+".join(r.name for r in renditions)
+        try:
+            media: list[EncodedMedia]
+            media, queue = await call_routed(
+                job, EncodeActivities.encode_renditions, request, route, label
+            )
+        except BaseException as err:
+            cancelled = isinstance(err, asyncio.CancelledError) or (
+                isinstance(err, ActivityError) and isinstance(err.cause, CancelledError)
+            )
+            for state in states:
+                state.status = "cancelled" if cancelled else "failed"
+            raise
+        for state, done in zip(states, media, strict=True):
+            state.status, state.progress = "done", 1.0
+            state.frames, state.size_bytes = done.frames, done.size_bytes
+            state.queue, state.encoder = done.queue or queue, done.encoder
+        self._advanced()
+        return media
+
     async def _encode_rendition(
         self, job: EncodeJob, probe: ProbeResult, rendition: Rendition, route: Route | None
     ) -> EncodedMedia:
@@ -533,6 +607,7 @@ class EncodeWorkflow:
             rendition=rendition,
             duration_s=probe.duration_s,
             rotation=probe.video.rotation,
+            decode_check=job.quality is None,
         )
         state.status, state.queue = "encoding", route.queue if route else CPU_QUEUE
         try:
@@ -665,6 +740,14 @@ def _webhook_target(job: EncodeJob) -> WebhookTarget | None:
     return WebhookTarget(
         url=job.webhook_url, secret=job.webhook_secret, retry_hours=job.webhook_retry_hours
     )
+
+
+def _slots(routes: dict[str, Route]) -> int | None:
+    """The fewest encode slots over the pools the job's codecs go to; None where unknown."""
+    slots = [route.slots for route in routes.values()]
+    if not slots or any(n is None for n in slots):
+        return None
+    return min(n for n in slots if n is not None)
 
 
 def _cancel_requested() -> bool:

@@ -256,7 +256,7 @@ class ChunkActivities(EncoderBase):
                                       metric="+".join(r.name for r in todo))  # fmt: skip
             with discarded_on_error(*parts.values()):
                 # With quality on, its pass decodes every frame instead: never twice.
-                problem = input.decode_check and await self._decode_problem(
+                problem = input.decode_check and await self.decode_problem(
                     list(parts.values()), chunk.duration_s, f"check chunk {chunk.index}"
                 )
                 if problem:  # retried: a fresh encode, the broken one discarded
@@ -386,30 +386,13 @@ class ChunkActivities(EncoderBase):
         return record
 
     async def _validate(self, path: Path, input: AssembleInput) -> str | None:
-        problem = await self._decode_problem(
+        problem = await self.decode_problem(
             [path], input.expected_duration_s, f"check {input.rendition.name}", keyframes_only=True
         )
         if problem:
             return problem
         timeline = await asyncio.to_thread(read_timeline, path)
         return check_timeline(timeline, input.expected_frames, input.expected_duration_s)
-
-    async def _decode_problem(
-        self, paths: list[Path], total_s: float, label: str, *, keyframes_only: bool = False
-    ) -> str | None:
-        """Why these videos do not decode (one ffmpeg, stopping at the first error), or None."""
-        skip = ["-skip_frame", "nokey"] if keyframes_only else []
-        args = ["-xerror"]
-        for path in paths:
-            args += [*skip, *input_args(path, "mov")]
-        for i in range(len(paths)):
-            args += ["-map", f"{i}:v:0"]
-        try:
-            await self.ffmpeg([*args, "-f", "null", "-"], total_s=total_s, label=label,
-                              metric="check", encodes=False)  # fmt: skip
-        except ApplicationError as err:
-            return f"it does not decode ({err.message})"
-        return None
 
     # ------------------------------------------------------------------ files and records
 

@@ -650,6 +650,7 @@ class PackageActivities(ActivityBase):
             "ladder_analysis": input.ladder_analysis.model_dump(mode="json")
             if input.ladder_analysis
             else None,
+            "chunking": input.chunking.model_dump() if input.chunking else None,
             "stage_seconds": input.stage_seconds,
             "validation": package.validation.model_dump() if package.validation else None,
         }
