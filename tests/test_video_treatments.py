@@ -584,6 +584,30 @@ def picture_stats(ffmpeg: str, path: Path) -> dict[str, float]:
     return {k: float(values[k]) for k in ("YAVG", "YLOW", "YHIGH", "SATAVG")}
 
 
+async def test_an_untagged_hd_source_keeps_its_colours(
+    settings: Settings, media: Path, ffmpeg: str
+) -> None:
+    """An untagged HD source is BT.709 (as players take it) and is tagged so, not converted:
+    swscale took "unknown" for BT.601 and went through RGB to BT.709, which shifted every
+    colour (23.8 dB PSNR against the source at 4 Mb/s, against 49.8 dB without) and cost a
+    tenth of the encode's CPU."""
+    source = make_video(media / "untagged-hd.mp4", width=1280, height=720, seconds=1)
+    probe = await probe_of(settings, source)
+    assert probe.video.color_matrix is None, probe.video
+    profile = CustomProfile(name="hd", height=720, bitrate_kbps=4000, preset="veryfast")
+    job = job_for(settings, source, [profile], job_id="untagged-hd")
+    (rendition,) = (await plan_of(settings, job, probe)).renditions
+    assert rendition.settings.color_matrix == "bt709"
+    out = await encode_whole(settings, job, probe, rendition)
+    assert tags(first_frame(ffmpeg, out)) == ("tv", "bt709", "bt709", "bt709")
+    neutral = "setparams=colorspace=unknown:range=unknown:color_primaries=unknown:color_trc=unknown"
+    report = run(ffmpeg, "-i", str(out), "-i", str(source), "-lavfi",
+                 f"[0:v]{neutral}[a];[1:v]{neutral}[b];[a][b]psnr", "-f", "null", "-")  # fmt: skip
+    found = re.search(r"PSNR y:([\d.]+) u:([\d.]+) v:([\d.]+)", report)
+    assert found, report[-1000:]
+    assert min(float(v) for v in found.groups()) > 40, found.group(0)
+
+
 LADDER = [
     CustomProfile(name="hdr", height=360, bitrate_kbps=800, codec="hevc", preset="ultrafast"),
     CustomProfile(name="sdr", height=360, bitrate_kbps=800, codec="h264", preset="veryfast"),

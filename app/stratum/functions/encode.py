@@ -110,11 +110,18 @@ def tonemap_filters(settings: EncoderSettings) -> list[str]:
 
 
 def _branch_filters(rendition: Rendition, on_gpu: bool, mode: EncodeMode) -> list[str]:
-    """Scale (to limited range), tone-map where this rendition needs it, set the SAR.
+    """Tag the matrix, scale (to limited range), tone-map where this rendition needs it, set
+    the SAR.
 
     The scale comes before the tone-map: the float tone-map then runs at the rendition's
     size, not the source's (a 4K source's 360p H.264 rung costs 1/64 of it)."""
     chain: list[str] = []
+    matrix = rendition.settings.color_matrix
+    if matrix and not on_gpu and not rendition.settings.tonemap:
+        # The source's matrix as the plan reads it (an untagged HD source is BT.709): without
+        # it swscale takes "unknown" for BT.601 and converts the picture to the encoder's
+        # BT.709 through RGB, shifting its colours and costing a tenth of the encode's CPU.
+        chain.append(f"setparams=colorspace={matrix}")
     if on_gpu:
         chain.append(f"scale_cuda={rendition.width}:{rendition.height}:format=nv12")
         if mode == "cuda":  # software encoder: bring the scaled frames back to system memory
