@@ -7,6 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -23,6 +24,7 @@ from app.core.models import (
     EncodeChunkInput,
     EncodedMedia,
     EncodeJob,
+    EncodeRenditionsInput,
     Plan,
     PlanInput,
     ProbeInput,
@@ -33,6 +35,7 @@ from app.core.models import (
 from app.core.settings import Settings
 from app.media.chunking import Keyframe, choose_boundaries, forced_keyframes, ranges, window_share
 from app.storage.local import path_to_uri, uri_to_path
+from app.stratum.functions import encode as encode_functions
 from app.stratum.functions.analyze import AnalyzeActivities
 from app.stratum.functions.chunks import (
     ChunkActivities,
@@ -44,6 +47,7 @@ from app.stratum.functions.chunks import (
     parse_keyframes,
     record_uri,
 )
+from app.stratum.functions.encode import EncodeActivities
 
 # ---------------------------------------------------------------- the rules (no media)
 
@@ -351,6 +355,50 @@ async def test_every_encoded_chunk_is_decoded_and_a_corrupt_stream_is_caught(
     damaged.write_bytes(bytes(data))
     problem = await ActivityEnvironment().run(check, [damaged], 10.0, "check")
     assert problem is not None and "does not decode" in problem
+
+
+NOISE = "noise=amount=if(gt(n\\,10)\\,200\\,0)"
+"""The noise bitstream filter: from the 11th packet on, one byte in 200 changed, after the
+encoder and before the muxer: a stream that the file takes whole and that does not decode."""
+
+
+async def test_a_whole_title_is_decoded_as_it_is_muxed_and_a_corrupt_stream_is_caught(
+    settings: Settings, scene_source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """encode_renditions tees each output's packets into a decoder of its own (the same
+    ``-xerror`` decode as the chunks' check, beside the encoder instead of after it), and the
+    file must hold exactly the frames that decoded. Damaged packets fail the task and nothing
+    is placed; with the check off (quality on: its pass decodes instead) they would be."""
+    job, probe, plan = await prepare(settings, scene_source)
+
+    def request(job_id: str, check: bool = True) -> EncodeRenditionsInput:
+        return EncodeRenditionsInput(
+            job_id=job_id, source_uri=job.source_uri, container=probe.container,
+            scratch_uri=job.scratch_uri, renditions=plan.renditions,
+            duration_s=probe.duration_s, decode_check=check,
+        )  # fmt: skip
+
+    activities = EncodeActivities(settings, "cpu", 2)
+    media = await ActivityEnvironment().run(activities.encode_renditions, request("clean"))
+    assert [(m.name, m.frames) for m in media] == [(r.name, 300) for r in plan.renditions]
+
+    tee = encode_functions.video_output_args
+
+    def damaged(*args: Any, **kwargs: Any) -> list[str]:
+        out = tee(*args, **kwargs)
+        return [a for arg in out for a in (["-bsf:v", NOISE, arg] if ".part" in arg else [arg])]
+
+    monkeypatch.setattr(encode_functions, "video_output_args", damaged)
+    with pytest.raises(ApplicationError, match=r"was encoded wrong: \w+ does not decode"):
+        await ActivityEnvironment().run(activities.encode_renditions, request("damaged"))
+    video = uri_to_path(f"{job.scratch_uri}/damaged/video")
+    assert not list(video.iterdir()), "no partial or damaged file is left"
+
+    await ActivityEnvironment().run(activities.encode_renditions, request("unchecked", False))
+    unchecked = uri_to_path(f"{job.scratch_uri}/unchecked/video")
+    placed = [unchecked / f"{r.name}.mp4" for r in plan.renditions]
+    check = activities.decode_problem
+    assert await ActivityEnvironment().run(check, placed, probe.duration_s, "check") is not None
 
 
 async def test_assembly_refuses_chunks_with_other_parameter_sets(

@@ -156,8 +156,9 @@ async def test_one_trace_per_job_down_to_ffmpeg(
     assert set(attrs) == {"s", "check s", "audio-und", "package"}
     video = attrs["s"]
     assert video["ffmpeg.video_encoder"] == "libx264"
-    assert video["ffmpeg.format"] == "mp4"
+    assert video["ffmpeg.format"] == "tee"  # the MP4, and its packets to the decode check
     assert video["ffmpeg.input_format"] == "mov"
+    assert attrs["check s"]["ffmpeg.input_format"] == "h264"
     assert video["ffmpeg.inputs"] == 1
     assert isinstance(video["ffmpeg.args"], int) and video["ffmpeg.args"] > 10
     assert attrs["audio-und"]["ffmpeg.audio_encoder"] == "aac"

@@ -4,9 +4,10 @@ Every file a step writes is committed the same way: written under a temporary na
 and (for S3 scratch) uploaded, and only then is its record (``.json`` with size, frames and
 SHA-256) written next to it. A record whose file has that size and checksum proves the work is
 done, so a retry, a crashed worker or a resubmitted job never encodes a finished chunk again.
-An encoded chunk is decoded in full before it is committed: the title's decode check runs in
-the parallel stage, and assembly checks only what a join can break. (With quality on, the
-quality pass decodes every frame instead, so no frame is decoded twice for checking.)
+An encoded chunk is decoded in full before it is committed (as it is muxed, beside the
+encoder: ``encode_checked``): the title's decode check runs in the parallel stage, and assembly
+checks only what a join can break. (With quality on, the quality pass decodes every frame
+instead, so no frame is decoded twice for checking.)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 from temporalio import activity
@@ -239,28 +241,31 @@ class ChunkActivities(EncoderBase):
             for part in parts.values():
                 part.parent.mkdir(parents=True, exist_ok=True)
             in_args = [*hwaccel_args(self.mode, input.rotation, todo), *input_args(src, "mov")]
+            encodes = [(r, parts[r.name]) for r in todo]
+            label, metric = f"chunk {chunk.index}", "+".join(r.name for r in todo)
             with tempfile.TemporaryDirectory(prefix="cosmos-edges-") as tmp:
                 neighbours, edge_args = await self._neighbours(input, todo, src, Path(tmp))
-                out_args = video_output_args(
-                    [(r, parts[r.name]) for r in todo],
-                    mode=self.mode,
-                    rotation=input.rotation,
-                    threads=self.threads,
-                    keyframes_s=forced_keyframes(chunk.start_s, chunk.duration_s,
-                                                 input.segment_seconds),
-                    neighbours=neighbours,
-                )  # fmt: skip
+                video: dict[str, Any] = {
+                    "rotation": input.rotation,
+                    "keyframes_s": forced_keyframes(
+                        chunk.start_s, chunk.duration_s, input.segment_seconds
+                    ),
+                    "neighbours": neighbours,
+                }
                 with discarded_on_error(*parts.values()):
-                    await self.ffmpeg(["-y", *in_args, *edge_args, *out_args],
-                                      total_s=chunk.duration_s, label=f"chunk {chunk.index}",
-                                      metric="+".join(r.name for r in todo))  # fmt: skip
-            with discarded_on_error(*parts.values()):
-                # With quality on, its pass decodes every frame instead: never twice.
-                problem = input.decode_check and await self.decode_problem(
-                    list(parts.values()), chunk.duration_s, f"check chunk {chunk.index}"
-                )
-                if problem:  # retried: a fresh encode, the broken one discarded
-                    raise ApplicationError(f"chunk {chunk.index} was encoded wrong: {problem}")
+                    # With quality on, its pass decodes every frame instead: never twice.
+                    if input.decode_check:
+                        problem = await self.encode_checked([*in_args, *edge_args], encodes,
+                                                            chunk.duration_s, label,
+                                                            metric=metric, **video)  # fmt: skip
+                        if problem:  # retried: a fresh encode, the broken one discarded
+                            raise ApplicationError(f"{label} was encoded wrong: {problem}")
+                    else:
+                        out_args = video_output_args(encodes, mode=self.mode,
+                                                     threads=self.threads, **video)  # fmt: skip
+                        await self.ffmpeg(["-y", *in_args, *edge_args, *out_args],
+                                          total_s=chunk.duration_s, label=label,
+                                          metric=metric)  # fmt: skip
             for r in todo:
                 done[r.name] = await self._commit(
                     parts[r.name], targets[r.name], input.job_id, r.name

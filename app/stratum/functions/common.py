@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -118,6 +118,7 @@ class ActivityBase:
         metric: str | None = None,
         encodes: bool = True,
         on_stderr: Callable[[str], None] | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         """Run ffmpeg, heartbeating its progress so the job shows it and cancellation reaches it.
 
@@ -147,6 +148,7 @@ class ActivityBase:
                 on_progress=heartbeat,
                 label=label,
                 on_stderr=on_stderr,
+                pass_fds=pass_fds,
             )
         except FfmpegError as err:
             raise ApplicationError(str(err), type="FfmpegError") from None
@@ -165,12 +167,10 @@ class ActivityBase:
         duration_s: float,
         *,
         on_stderr: Callable[[str], None] | None = None,
-        check: Callable[[Path], Awaitable[None]] | None = None,
     ) -> EncodedMedia:
         """Encode to a partial file, then place it: an object at the target is always whole,
         so a retry after a crash between the upload and the completion report does not encode
-        again (ffmpeg does not run then, and ``on_stderr`` sees nothing). ``check`` sees the
-        partial file before it is placed, and raises to discard it."""
+        again (ffmpeg does not run then, and ``on_stderr`` sees nothing)."""
         target = join(scratch_uri, job_id, relative)
         if await asyncio.to_thread(store_for(target, self.settings).exists, target):
             out = await self.fetch(target, job_id)
@@ -184,8 +184,6 @@ class ActivityBase:
                     label=name,
                     on_stderr=on_stderr,
                 )
-                if check is not None:
-                    await check(part)
             out = await self.place(part, target, job_id)
         frames, duration = await asyncio.to_thread(count_frames, out)
         media = EncodedMedia(

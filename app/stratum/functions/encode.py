@@ -1,11 +1,14 @@
-"""encode: one rendition from the source into scratch storage (the audio: audio.py)."""
+"""encode: renditions from the source into scratch storage, each decoded as it is muxed (the
+audio: audio.py; chunks: chunks.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -15,6 +18,7 @@ from app.core.models import (
     EncodeRenditionsInput,
     EncoderSettings,
     EncodeVideoInput,
+    Progress,
     Rendition,
 )
 from app.core.settings import Settings
@@ -27,9 +31,13 @@ from app.stratum.functions.common import (
     part_path,
     sha256_files,
 )
+from app.stratum.functions.ffmpeg import ffmpeg_binary, run_ffmpeg
 from app.stratum.queues import EncodeMode
 
 NVENC_ENCODERS = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
+CHECK_FORMATS = {"h264": "h264", "hevc": "hevc", "av1": "obu"}
+"""The elementary stream an output's packets are teed as to its decode check: raw, so no
+container can refuse a codec tag (NUT refuses ``hvc1``) or a codec (MPEG-TS has no AV1)."""
 
 
 def encoder_name(rendition: Rendition, mode: EncodeMode) -> str:
@@ -343,6 +351,7 @@ def video_output_args(
     threads: int = 0,
     keyframes_s: list[float] | None = None,
     neighbours: Neighbours | None = None,
+    copies: Sequence[int] = (),
 ) -> list[str]:
     """Encoder arguments with a fixed, closed GOP: every rendition has keyframes at the same
     instants (one per segment), so the packaged streams switch cleanly.
@@ -352,7 +361,9 @@ def video_output_args(
     it ran on a CPU, an NVENC or a CUDA worker; only the encoder differs. ``keyframes_s``
     forces keyframes at those instants too (a chunk's start and the title's segment grid).
     The filters per rendition follow its settings: deinterlace (once, before the split),
-    scale, tone-map (only the branches that need it), SAR; then its colour tags.
+    scale, tone-map (only the branches that need it), SAR; then its colour tags. With
+    ``copies`` (a pipe's write end per output), each output is a ``tee``: the MP4 file, and
+    the very same packets into the pipe (``CHECK_FORMATS``), for a decode check alongside.
     """
     plain = [r for r, _ in renditions]
     on_gpu = mode != "cpu" and rotation == 0 and not software_frames(plain)
@@ -369,7 +380,14 @@ def video_output_args(
         opts = _encoder_options(rendition, mode, on_gpu, threads)
         if keyframes_s:
             opts["force_key_frames"] = ",".join(f"{t:g}" for t in keyframes_s)
-        args += ["-map", f"[o{i}]", *_option_args(opts), str(out)]
+        target = str(out)
+        if copies:
+            if set(target) & set("|[]\\'"):
+                raise ValueError(f"{target!r}: not a path the tee muxer can name")
+            opts["f"] = "tee"
+            check = CHECK_FORMATS[rendition.codec]
+            target = f"[f=mp4:onfail=abort]{target}|[f={check}:onfail=abort]pipe:{copies[i]}"
+        args += ["-map", f"[o{i}]", *_option_args(opts), target]
     return ["-filter_complex", ";".join(chains), *args]
 
 
@@ -381,6 +399,74 @@ class EncoderBase(ActivityBase):
         super().__init__(settings)
         self.mode = mode
         self.threads = threads
+
+    async def encode_checked(
+        self,
+        in_args: list[str],
+        outputs: list[tuple[Rendition, Path]],
+        total_s: float,
+        label: str,
+        *,
+        metric: str | None = None,
+        **video: Any,
+    ) -> str | None:
+        """Encode ``outputs`` and decode every packet as it is muxed; why it does not decode,
+        or None.
+
+        Each output is teed (see :func:`video_output_args`): the MP4 file, and the same
+        packets through a pipe into a decoder of its own (``-xerror``, every slice
+        entropy-decoded, as :meth:`decode_problem`), which then runs on the cores the encoder
+        leaves idle instead of after it. The file must then hold exactly the frames that
+        decoded. A decoder that fails closes its pipe, which stops the encoder ("Broken pipe":
+        then the decoder's error is the reason)."""
+        pipes = [os.pipe() for _ in outputs]
+        decoded: list[int | None] = [None] * len(outputs)
+        threads = str(max(1, (self.threads or 1) // len(outputs)))
+
+        def counted(i: int) -> Callable[[Progress], None]:
+            return lambda p: decoded.__setitem__(i, p.frames)
+
+        async def check(i: int, read: int) -> None:
+            await run_ffmpeg(
+                ["-xerror", "-skip_loop_filter", "all", "-threads", threads,
+                 "-protocol_whitelist", "pipe", "-f", CHECK_FORMATS[outputs[i][0].codec],
+                 "-i", "pipe:0",
+                 "-map", "0:v:0", "-f", "null", "-"],
+                binary=ffmpeg_binary(self.settings.ffmpeg_path), total_s=total_s,
+                stall_timeout_s=self.settings.heartbeat_timeout_s, on_progress=counted(i),
+                label=f"check {outputs[i][0].name}", stdin=read,
+            )  # fmt: skip
+
+        writes = [w for _, w in pipes]
+        try:
+            out_args = video_output_args(outputs, mode=self.mode, threads=self.threads,
+                                         copies=writes, **video)  # fmt: skip
+        except BaseException:
+            for fd in [*writes, *(r for r, _ in pipes)]:
+                os.close(fd)
+            raise
+        results = await asyncio.gather(
+            self.ffmpeg(["-y", *in_args, *out_args], total_s=total_s, label=label,
+                        metric=metric, pass_fds=writes),
+            *(check(i, r) for i, (r, _) in enumerate(pipes)),
+            return_exceptions=True,
+        )  # fmt: skip
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled: both were killed
+        encoded, *checked = results
+        failed = [(o[0].name, r) for o, r in zip(outputs, checked, strict=True) if r]
+        # The encoder's own failure is the reason, unless it only lost a decoder's pipe.
+        if isinstance(encoded, Exception) and not (failed and "Broken pipe" in str(encoded)):
+            raise encoded
+        if failed:
+            name, err = failed[0]
+            return f"{name} does not decode ({err})"
+        for (rendition, path), frames in zip(outputs, decoded, strict=True):
+            written, _ = await asyncio.to_thread(count_frames, path)
+            if frames != written:
+                return f"{rendition.name}: {written} frames written, {frames} decoded"
+        return None
 
     async def decode_problem(
         self, paths: list[Path], total_s: float, label: str, *, keyframes_only: bool = False
@@ -429,17 +515,19 @@ class EncodeActivities(EncoderBase):
             src = await self.local_source(input.source_uri, input.job_id)
             in_args = [*hwaccel_args(self.mode, input.rotation, todo),
                        *input_args(src, input.container)]  # fmt: skip
-            out_args = video_output_args([(r, parts[r.name]) for r in todo], mode=self.mode,
-                                         rotation=input.rotation, threads=self.threads)  # fmt: skip
             label = "+".join(r.name for r in todo)  # the job view splits it per rendition
+            outputs = [(r, parts[r.name]) for r in todo]
             with discarded_on_error(*parts.values()):
-                await self.ffmpeg(["-y", *in_args, *out_args], total_s=input.duration_s,
-                                  label=label)  # fmt: skip
-                problem = input.decode_check and await self.decode_problem(
-                    list(parts.values()), input.duration_s, f"check {' '.join(parts)}"
-                )
-                if problem:  # retried: a fresh encode, the broken one discarded
-                    raise ApplicationError(f"{label} was encoded wrong: {problem}")
+                if input.decode_check:
+                    problem = await self.encode_checked(in_args, outputs, input.duration_s,
+                                                        label, rotation=input.rotation)  # fmt: skip
+                    if problem:  # retried: a fresh encode, the broken one discarded
+                        raise ApplicationError(f"{label} was encoded wrong: {problem}")
+                else:
+                    out_args = video_output_args(outputs, mode=self.mode, threads=self.threads,
+                                                 rotation=input.rotation)  # fmt: skip
+                    await self.ffmpeg(["-y", *in_args, *out_args], total_s=input.duration_s,
+                                      label=label)  # fmt: skip
             for r in todo:
                 await self.place(parts[r.name], targets[r.name], input.job_id)
         media = []
@@ -464,26 +552,18 @@ class EncodeActivities(EncoderBase):
 
     @activity.defn(name="encode_video")
     async def encode_video(self, input: EncodeVideoInput) -> EncodedMedia:
-        src = await self.local_source(input.source_uri, input.job_id)
-        in_args = [*hwaccel_args(self.mode, input.rotation, [input.rendition]),
-                   *input_args(src, input.container)]  # fmt: skip
-
-        def out_args(part: Path) -> list[str]:
-            return video_output_args(
-                [(input.rendition, part)], mode=self.mode, rotation=input.rotation,
-                threads=self.threads,
-            )  # fmt: skip
-
-        async def check(part: Path) -> None:
-            problem = input.decode_check and await self.decode_problem(
-                [part], input.duration_s, f"check {name}"
+        """One rendition (side by side with the others on a pool of several slots, and the
+        pipeline's ``encode`` function): ``encode_renditions`` of one."""
+        (media,) = await self.encode_renditions(
+            EncodeRenditionsInput(
+                job_id=input.job_id,
+                source_uri=input.source_uri,
+                container=input.container,
+                scratch_uri=input.scratch_uri,
+                renditions=[input.rendition],
+                duration_s=input.duration_s,
+                rotation=input.rotation,
+                decode_check=input.decode_check,
             )
-            if problem:  # retried: a fresh encode, the broken one discarded
-                raise ApplicationError(f"{name} was encoded wrong: {problem}")
-
-        name = input.rendition.name
-        media = await self.encode_to(input.job_id, input.scratch_uri, f"video/{name}.mp4",
-                                     in_args, out_args, name, input.duration_s,
-                                     check=check)  # fmt: skip
-        encoder = encoder_name(input.rendition, self.mode)
-        return media.model_copy(update={"encoder": encoder, "queue": activity.info().task_queue})
+        )
+        return media

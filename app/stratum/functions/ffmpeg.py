@@ -59,6 +59,8 @@ async def run_ffmpeg(
     on_progress: Callable[[Progress], None] | None = None,
     label: str = "",
     on_stderr: Callable[[str], None] | None = None,
+    stdin: int | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> None:
     """``_run_ffmpeg`` in an "ffmpeg" span (a child of the activity's), which describes the run
     by its arguments' shape and keeps ffmpeg's last speed, so a slow job shows which run was.
@@ -80,6 +82,8 @@ async def run_ffmpeg(
             stall_timeout_s=stall_timeout_s,
             on_progress=progress,
             on_stderr=on_stderr,
+            stdin=stdin,
+            pass_fds=pass_fds,
         )
 
 
@@ -91,22 +95,32 @@ async def _run_ffmpeg(
     stall_timeout_s: float,
     on_progress: Callable[[Progress], None] | None = None,
     on_stderr: Callable[[str], None] | None = None,
+    stdin: int | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> None:
     """Run ``ffmpeg <args>`` (never through a shell) and follow its ``-progress`` output.
 
     Cancellation (``asyncio.CancelledError``) and a stall longer than ``stall_timeout_s`` both
     kill ffmpeg's whole process group before this returns, so no encoder is left running.
+    ``stdin`` (a pipe's read end) and ``pass_fds`` (write ends) connect two runs: they are
+    handed to the child, so this process closes its copies once the child is started (a
+    pipe then ends when the process at its other end does).
     """
     cmd = [binary, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
     cmd += ["-progress", "pipe:1", "-stats_period", "0.5", *args]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=die_with_parent,
-    )
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+            pass_fds=tuple(pass_fds),
+        )
+    finally:
+        for fd in [*pass_fds, *([] if stdin is None else [stdin])]:
+            os.close(fd)
     assert proc.stdout is not None and proc.stderr is not None
     stderr_tail: deque[str] = deque(maxlen=20)
 
