@@ -563,32 +563,28 @@ class PlanInput(Strict):
     probe: ProbeResult
 
 
-class EncodeVideoInput(Strict):
+class WholeSourceInput(Strict):
+    """Encodes of the whole source (a title not chunked)."""
+
     job_id: str
     source_uri: str
     container: str
     scratch_uri: str
+    duration_s: float
+    rotation: int = 0
+    decode_check: bool = Field(
+        True, description="False where the job's quality pass decodes every frame instead."
+    )
+
+
+class EncodeVideoInput(WholeSourceInput):
     rendition: Rendition
-    duration_s: float
-    rotation: int = 0
-    decode_check: bool = Field(
-        True, description="False where the job's quality pass decodes every frame instead."
-    )
 
 
-class EncodeRenditionsInput(Strict):
-    """Renditions of one codec from one decode of the whole source (a title not chunked)."""
+class EncodeRenditionsInput(WholeSourceInput):
+    """Renditions of one codec from one decode."""
 
-    job_id: str
-    source_uri: str
-    container: str
-    scratch_uri: str
     renditions: list[Rendition]
-    duration_s: float
-    rotation: int = 0
-    decode_check: bool = Field(
-        True, description="False where the job's quality pass decodes every frame instead."
-    )
 
 
 class EncodeAudioInput(Strict):

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         ThumbnailMedia,
         WebhookEventType,
         WebhookTarget,
+        WholeSourceInput,
         WorkflowState,
     )
     from app.core.progress import overall_progress
@@ -305,23 +306,17 @@ class EncodeWorkflow:
     ) -> tuple[list[EncodedMedia], Tracks]:
         """The renditions of each codec from one decode where one encode slot polls, else
         one activity per rendition, side by side; the audio and subtitles, once, alongside."""
-        work: list[Coroutine[Any, Any, Any]]
         if self._one_decode:
             codecs = sorted({r.codec for r in plan.renditions})
-            work = [
-                self._encode_renditions(
-                    job, probe, [r for r in plan.renditions if r.codec == codec], routes.get(codec)
-                )
-                for codec in codecs
-            ]
-            groups: list[Any] = await all_or_none([*work, self._tracks(job, probe, plan)])
-            return [v for group in groups[:-1] if group for v in group], groups[-1]
-        work = [
-            self._encode_rendition(job, probe, rendition, routes.get(rendition.codec))
-            for rendition in plan.renditions
+            groups = [[r for r in plan.renditions if r.codec == codec] for codec in codecs]
+        else:
+            groups = [[r] for r in plan.renditions]
+        work: list[Coroutine[Any, Any, Any]] = [
+            self._encode_renditions(job, probe, group, routes.get(group[0].codec))
+            for group in groups
         ]
         results: list[Any] = await all_or_none([*work, self._tracks(job, probe, plan)])
-        return [v for v in results[:-1] if v is not None], results[-1]
+        return [v for group in results[:-1] if group for v in group], results[-1]
 
     async def _tracks(self, job: EncodeJob, probe: ProbeResult, plan: Plan) -> Tracks:
         """Audio, subtitles and thumbnails, beside the video. Plans from before audio tracks
@@ -559,27 +554,36 @@ class EncodeWorkflow:
     async def _encode_renditions(
         self, job: EncodeJob, probe: ProbeResult, renditions: list[Rendition], route: Route | None
     ) -> list[EncodedMedia]:
-        """One activity for the renditions of a codec: a title not chunked."""
+        """One activity for the renditions of a codec: a title not chunked. Histories from
+        before one decode fed every rendition ran ``encode_video`` per rendition instead."""
         names = {r.name for r in renditions}
         states = [r for r in self._state.renditions if r.name in names]
-        request = EncodeRenditionsInput(
+        whole = WholeSourceInput(
             job_id=job.job_id,
             source_uri=job.source_uri,
             container=probe.container,
             scratch_uri=job.scratch_uri,
-            renditions=renditions,
             duration_s=probe.duration_s,
             rotation=probe.video.rotation,
             decode_check=job.quality is None,
-        )
+        ).model_dump()
         for state in states:
             state.status, state.queue = "encoding", route.queue if route else CPU_QUEUE
         label = "+".join(r.name for r in renditions)
         try:
             media: list[EncodedMedia]
-            media, queue = await call_routed(
-                job, EncodeActivities.encode_renditions, request, route, label
-            )
+            if self._one_decode:
+                request = EncodeRenditionsInput(**whole, renditions=renditions)
+                media, queue = await call_routed(
+                    job, EncodeActivities.encode_renditions, request, route, label
+                )
+            else:
+                (rendition,) = renditions
+                single = EncodeVideoInput(**whole, rendition=rendition)
+                done, queue = await call_routed(
+                    job, EncodeActivities.encode_video, single, route, label
+                )
+                media = [done]
         except BaseException as err:
             cancelled = isinstance(err, asyncio.CancelledError) or (
                 isinstance(err, ActivityError) and isinstance(err.cause, CancelledError)
@@ -591,42 +595,6 @@ class EncodeWorkflow:
             state.status, state.progress = "done", 1.0
             state.frames, state.size_bytes = done.frames, done.size_bytes
             state.queue, state.encoder = done.queue or queue, done.encoder
-        self._advanced()
-        return media
-
-    async def _encode_rendition(
-        self, job: EncodeJob, probe: ProbeResult, rendition: Rendition, route: Route | None
-    ) -> EncodedMedia:
-        """One activity for the whole rendition: short titles, and chunking turned off."""
-        state = next(r for r in self._state.renditions if r.name == rendition.name)
-        request = EncodeVideoInput(
-            job_id=job.job_id,
-            source_uri=job.source_uri,
-            container=probe.container,
-            scratch_uri=job.scratch_uri,
-            rendition=rendition,
-            duration_s=probe.duration_s,
-            rotation=probe.video.rotation,
-            decode_check=job.quality is None,
-        )
-        state.status, state.queue = "encoding", route.queue if route else CPU_QUEUE
-        try:
-            media: EncodedMedia
-            media, state.queue = await call_routed(
-                job, EncodeActivities.encode_video, request, route, rendition.name
-            )
-        except asyncio.CancelledError:
-            state.status = "cancelled"
-            raise
-        except ActivityError as err:
-            state.status = "cancelled" if isinstance(err.cause, CancelledError) else "failed"
-            raise
-        except ApplicationError:
-            state.status = "failed"
-            raise
-        state.status, state.progress = "done", 1.0
-        state.frames, state.size_bytes = media.frames, media.size_bytes
-        state.queue, state.encoder = media.queue or state.queue, media.encoder
         self._advanced()
         return media
 

@@ -554,16 +554,7 @@ class EncodeActivities(EncoderBase):
     async def encode_video(self, input: EncodeVideoInput) -> EncodedMedia:
         """One rendition (side by side with the others on a pool of several slots, and the
         pipeline's ``encode`` function): ``encode_renditions`` of one."""
-        (media,) = await self.encode_renditions(
-            EncodeRenditionsInput(
-                job_id=input.job_id,
-                source_uri=input.source_uri,
-                container=input.container,
-                scratch_uri=input.scratch_uri,
-                renditions=[input.rendition],
-                duration_s=input.duration_s,
-                rotation=input.rotation,
-                decode_check=input.decode_check,
-            )
-        )
+        fields = input.model_dump(exclude={"rendition"})
+        request = EncodeRenditionsInput(**fields, renditions=[input.rendition])
+        (media,) = await self.encode_renditions(request)
         return media
