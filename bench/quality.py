@@ -161,10 +161,11 @@ def vmaf_of(
 ) -> tuple[list[float], float]:
     """Each output against the source at the display size, the quality service's graph."""
     timelines = [read_timeline(p) for p in [source, *outs]]
-    reference = GraphInput(source, "mov", timelines[0].first_s, timelines[0].start_s)
+    ref = timelines[0]
+    reference = GraphInput(source, "mov", ref.first_s, ref.start_s, ref.colour)
     pairs = [
         GraphPair(
-            distorted=GraphInput(out, "mov", t.first_s, t.start_s),
+            distorted=GraphInput(out, "mov", t.first_s, t.start_s, t.colour),
             rate=rate,
             multiplier=1,
             sizes=((*display, ("vmaf",)),),
@@ -213,7 +214,7 @@ def measure_ladder(
     scores, _ = vmaf_of(source, outs, display, rate, threads)
     rungs = []
     for rendition, out, vmaf in zip(renditions, outs, scores, strict=True):
-        size, frames = video_bytes(out)
+        size, _, frames = video_bytes(out)
         rungs.append(
             Measured(
                 name=rendition.name,

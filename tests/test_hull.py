@@ -11,8 +11,12 @@ import pytest
 from app.core.models import LadderPoint
 from app.media.chunking import Keyframe
 from app.media.hull import (
+    ANALYSIS_BUDGET,
+    DEFAULT_SAMPLE_S,
+    DEFAULT_SAMPLES,
     EDGE_S,
     MIN_RATIO,
+    MIN_SAMPLE_S,
     MIN_VMAF_STEP,
     best_at,
     bitrate_for,
@@ -24,6 +28,7 @@ from app.media.hull import (
     pool,
     profiles,
     sample_count,
+    sample_plan,
     upper_hull,
 )
 
@@ -60,6 +65,35 @@ def title(complexity: float, sides: tuple[int, ...] = (1080, 720, 480, 360)) -> 
 def test_sample_count_covers_at_most_half_the_title() -> None:
     assert [sample_count(d, 2.0) for d in (1, 3.9, 4, 12, 15.9, 16, 7200)] == [1, 1, 1, 3, 3, 4, 4]
     assert sample_count(7200, 2.0, maximum=5) == 5
+
+
+LADDER_720 = [1280 * 720, 852 * 480, 640 * 360]
+
+
+def test_the_samples_are_sized_to_the_budget_from_short_titles_to_long() -> None:
+    def plan(duration_s: float):  # type: ignore[no-untyped-def]
+        return sample_plan(duration_s, LADDER_720, LADDER_720, 1280 * 720, points=4)
+
+    long = plan(7200)
+    assert (long.count, long.seconds) == (DEFAULT_SAMPLES, DEFAULT_SAMPLE_S)
+    assert long.cost_share < 0.01
+    # 20 s: four 2 s samples would cost about 3x the encode; one of 1 s is within the budget
+    short = plan(20)
+    assert (short.count, short.seconds) == (1, 1.0) and short.cost_share <= ANALYSIS_BUDGET
+    minute = plan(60)
+    assert (minute.count, minute.seconds) == (2, 1.5) and minute.cost_share <= ANALYSIS_BUDGET
+    found = [plan(d) for d in (20, 30, 45, 60, 90, 120, 180, 600)]
+    totals = [p.count * p.seconds for p in found]
+    assert totals == sorted(totals), "a longer title never gets less of itself sampled"
+    assert all(p.cost_share <= ANALYSIS_BUDGET for p in found), found
+    assert all(p.count <= DEFAULT_SAMPLES and p.seconds <= DEFAULT_SAMPLE_S for p in found)
+    # too short for the budget: the least the analysis takes, and the estimate says so
+    tiny = plan(8)
+    assert (tiny.count, tiny.seconds) == (1, MIN_SAMPLE_S) and tiny.cost_share > ANALYSIS_BUDGET
+    assert (plan(0.6).count, plan(0.6).seconds) == (1, 0.6), "shorter than a sample: all of it"
+    # more quality points or resolutions measured cost more: fewer seconds for the budget
+    fewer = sample_plan(60, LADDER_720, LADDER_720, 1280 * 720, points=8)
+    assert fewer.count * fewer.seconds < minute.count * minute.seconds
 
 
 def test_samples_are_spread_over_the_title_and_avoid_scene_cuts() -> None:
@@ -124,6 +158,20 @@ def test_pooling_sums_bits_over_seconds_and_weights_vmaf_by_frames() -> None:
     assert p.sample is None and p.frames == 180 and p.duration_s == 6
     assert p.kbps == pytest.approx((300 * 2 + 900 * 4) / 6)
     assert p.vmaf == pytest.approx((90 * 60 + 60 * 120) / 180)
+
+
+def test_a_sample_shorter_than_a_gop_is_charged_its_share_of_the_keyframe() -> None:
+    # 2 s samples of a 4 s GOP: each holds one keyframe where the renditions hold half of one
+    a = point(360, 27, 400, 90, sample=0).model_copy(
+        update={"keyframe_bytes": 30_000, "keyframe_weight": 0.5, "kbps": 340.0}
+    )
+    b = point(360, 27, 400, 90, sample=1).model_copy(update={"keyframe_bytes": 10_000})
+    (p,) = pool([a, b])
+    assert p.size_bytes == a.size_bytes + b.size_bytes and p.keyframe_bytes == 40_000
+    assert p.kbps == pytest.approx((2 * 100_000 - 15_000) * 8 / 1000 / 4)
+    assert p.keyframe_weight == pytest.approx((15_000 + 10_000) / 40_000)
+    (again,) = pool([p])
+    assert again.kbps == pytest.approx(p.kbps), "a pooled point pools to itself"
 
 
 # ---------------------------------------------------------------- rungs

@@ -138,7 +138,14 @@ async def run_ladder(
         else:
             handle = await client.start_workflow(
                 LadderWorkflow.run,
-                LadderInput(job=job, probe=probe, crfs=CRFS, preset="ultrafast"),
+                LadderInput(
+                    job=job,
+                    probe=probe,
+                    crfs=CRFS,
+                    preset="ultrafast",
+                    samples=3,
+                    sample_seconds=2.0,
+                ),
                 id=ladder_workflow_id(job.job_id),
                 task_queue=WORKFLOW_QUEUE,
             )
@@ -238,6 +245,14 @@ async def test_the_encode_job_runs_it_as_its_child_with_the_defaults(
     assert described.parent_id == job.job_id
     assert analysis.crfs == [20, 27, 34, 41] and analysis.preset == "fast"
     assert len(analysis.rungs) == 1 and analysis.profiles[0].codec == "h264"
+    # 12 s of title: even one 1 s sample costs about half the fixed ladder's encode
+    ((sample),) = analysis.samples
+    assert sample.frames == 30, analysis.samples
+    assert any("over the 30% budget" in n for n in analysis.notes), analysis.notes
+    # half a GOP (2 s segments): its keyframe is charged half
+    for p in analysis.sample_points:
+        assert p.keyframe_weight == 0.5 and 0 < p.keyframe_bytes < p.size_bytes, p
+        assert p.kbps < p.size_bytes * 8 / 1000 / p.duration_s
 
 
 async def test_a_ladder_that_fits_no_resolution_fails_as_a_plan_error(

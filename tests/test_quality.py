@@ -33,11 +33,13 @@ from app.core.models import (
 )
 from app.core.settings import Settings
 from app.media.quality import (
+    UNSPECIFIED,
     GraphInput,
     GraphPair,
     QualityMismatch,
     align,
     harmonic_mean,
+    matched_tags,
     measure_plan,
     percentile,
     plan_chunks,
@@ -73,7 +75,7 @@ def clips(media_dir: Path, ffmpeg: str) -> dict[str, Path]:
     root = media_dir / "quality"
     root.mkdir(exist_ok=True)
     made = {name: root / f"{name}.mp4" for name in
-            ("reference", "compressed", "small", "rate25", "short")}  # fmt: skip
+            ("reference", "compressed", "small", "rate25", "short", "tagged")}  # fmt: skip
     x264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
     _ffmpeg(ffmpeg, "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30:duration=4",
             *x264, "-crf", "10", "-g", "30", str(made["reference"]))  # fmt: skip
@@ -83,6 +85,10 @@ def clips(media_dir: Path, ffmpeg: str) -> dict[str, Path]:
             str(made["small"]))  # fmt: skip
     _ffmpeg(ffmpeg, "-i", ref, "-vf", "fps=25", *x264, "-b:v", "150k", str(made["rate25"]))
     _ffmpeg(ffmpeg, "-i", ref, "-t", "3", *x264, "-b:v", "150k", str(made["short"]))
+    # the same pictures, tagged BT.709 (the reference is untagged): as a rendition of an
+    # untagged HD source is
+    _ffmpeg(ffmpeg, "-i", ref, "-vf", "setparams=colorspace=bt709:color_primaries=bt709:"
+            "color_trc=bt709:range=tv", *x264, "-crf", "10", str(made["tagged"]))  # fmt: skip
     return made
 
 
@@ -183,6 +189,16 @@ def test_the_graph_holds_no_request_strings_and_refuses_unsafe_log_paths(tmp_pat
     assert "trim=start=1.950000:end=4.016667" in graph, "a frame of context either side"
     with pytest.raises(ValueError, match="filter graph"):
         measure_plan(source, [pair], chunk, tmp_path / "it's:here")
+
+
+def test_an_untagged_side_takes_the_other_sides_tags_and_tagged_differences_stay() -> None:
+    untagged, bt709, bt601 = UNSPECIFIED, (1, 1, 1, 1), (6, 6, 6, 1)
+    assert matched_tags(untagged, bt709) == [
+        "setparams=colorspace=1:color_primaries=1:color_trc=1:range=1"
+    ]
+    assert matched_tags(bt709, untagged) == [], "the tagged side is left as it is"
+    assert matched_tags(untagged, untagged) == [] and matched_tags(bt709, bt601) == []
+    assert matched_tags((2, 1, 1, 1), bt601) == ["setparams=colorspace=6"], "only what it lacks"
 
 
 # ---------------------------------------------------------------- the workflow, real activities
@@ -289,6 +305,14 @@ async def test_numbers_agree_with_libvmaf_psnr_and_ssim_run_directly(
     assert len(frames["views"]["reference"]["vmaf"]) == 120
     assert len(frames["views"]["reference"]["psnr"]["y"]) == 120 and len(frames["chunks"]) == 4
     assert not (settings.data_path / "scratch" / chunked.job_id).exists(), "scratch cleaned"
+
+    # untagged against tagged: the same pictures, so no colour conversion may be measured
+    # (swscale takes an unspecified matrix for BT.601: VMAF 60 for a near-lossless copy)
+    view = summary(await run_quality(ref, clips["tagged"], metrics=["vmaf", "psnr"]))
+    itself = summary(await run_quality(ref, ref, metrics=["vmaf", "psnr"]))
+    assert view.vmaf and view.psnr and itself.vmaf and itself.psnr
+    assert view.vmaf.mean == pytest.approx(itself.vmaf.mean, abs=1.0), (view, itself)
+    assert view.psnr.average.mean > 45, view.psnr
 
     small = clips["small"]
     theirs = direct(ffmpeg, ref, small, scale="320:180")

@@ -1265,6 +1265,11 @@ class QualityMedia(Strict):
     width: int = Field(description="As decoded: the display matrix's rotation applied.")
     height: int
     pix_fmt: str | None = None
+    colour: tuple[int, int, int, int] = Field(
+        (2, 2, 2, 0),
+        description="Matrix, primaries, transfer and range as FFmpeg numbers them "
+        "(2, 2, 2, 0: untagged).",
+    )
     variable_frame_rate: bool = False
 
 
@@ -1408,9 +1413,11 @@ class LadderInput(Strict):
     job: EncodeJob
     probe: ProbeResult
     samples: int | None = Field(
-        None, ge=1, le=10, description="None: by duration, 1 to 4 (at most half the title)."
+        None, ge=1, le=10, description="None (with sample_seconds None): sized to the budget."
     )
-    sample_seconds: float = Field(2.0, ge=0.5, le=10)
+    sample_seconds: float | None = Field(
+        None, ge=0.5, le=10, description="None (with samples None): sized to the budget."
+    )
     crfs: list[int] | None = Field(
         None, min_length=2, max_length=8, description="Quality points; None: the codec's."
     )
@@ -1420,7 +1427,7 @@ class LadderInput(Strict):
 
 
 class LadderSample(Strict):
-    """A piece of the title, decoded once and kept lossless (FFV1) in scratch: every analysis
+    """A piece of the title, decoded once and kept lossless (H.264) in scratch: every analysis
     encode reads it, and it is their VMAF reference."""
 
     index: int
@@ -1481,6 +1488,13 @@ class LadderPoint(Strict):
     frames: int
     duration_s: float
     size_bytes: int = Field(description="The video stream's bytes (packets, no container).")
+    keyframe_bytes: int = Field(0, description="Of which keyframes'.")
+    keyframe_weight: float = Field(
+        1.0,
+        description="What the keyframes count for in ``kbps``: the sample's share of a GOP "
+        "(at most 1), so a sample shorter than the renditions' GOP is not charged a whole "
+        "keyframe's bits.",
+    )
     on_hull: bool = Field(False, description="A vertex of the upper convex hull of its set.")
 
 

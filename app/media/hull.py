@@ -3,6 +3,10 @@
 Pure functions of numbers (and the project's models), unit-tested without media; the
 activities in ``app.stratum.functions.ladder`` run them.
 
+- **Budget**: the samples' length is sized so that the analysis costs at most
+  ``ANALYSIS_BUDGET`` of the fixed ladder's encode (estimated in encoded pixels: see
+  ``sample_plan``): four 2 s samples for a title of a few minutes or more, fewer and shorter
+  ones for a short title, never less than one of ``MIN_SAMPLE_S``.
 - **Samples**: a few short pieces, one in the middle of each of ``count`` equal spans of the
   title (spread over it), moved within its span so that it neither starts nor ends within
   ``EDGE_S`` of a scene cut (a shot fragment of a few frames is no sample of the shot), using
@@ -34,6 +38,15 @@ from app.media.chunking import SCENE_THRESHOLD, Keyframe
 
 DEFAULT_SAMPLES = 4
 """Samples of a long title; a short one gets fewer (they cover at most half of it)."""
+DEFAULT_SAMPLE_S = 2.0
+"""A sample's length where the budget allows."""
+MIN_SAMPLE_S = 1.0
+"""The shortest sample: a title too short to afford one within the budget still gets it."""
+ANALYSIS_BUDGET = 0.3
+"""The analysis' cost at most, as a share of the fixed ladder's encode."""
+VMAF_COST = 0.75
+"""One VMAF comparison at the display size, in encodes (the rungs' preset) of a frame of that
+size: 0.54 (noise) to 1.0 (flat animation) measured with x264 ``fast`` at 720p."""
 EDGE_S = 0.5
 """No sample starts or ends within this of a scene cut."""
 MIN_VMAF_STEP = 3.0
@@ -57,6 +70,40 @@ MAX_RESOLUTIONS = 6
 
 
 # ---------------------------------------------------------------- samples
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    count: int
+    seconds: float
+    cost_share: float
+    """The analysis' estimated cost over the fixed ladder's encode."""
+
+
+def sample_plan(
+    duration_s: float,
+    ladder_areas: Sequence[int],
+    measured_areas: Sequence[int],
+    display_area: int,
+    points: int,
+    budget: float = ANALYSIS_BUDGET,
+) -> SamplePlan:
+    """How many samples and how long, so that the analysis costs about ``budget`` of the
+    encode it plans, up to ``DEFAULT_SAMPLES`` of ``DEFAULT_SAMPLE_S`` and half the title.
+
+    The estimate counts encoded pixels: a second of samples costs ``points`` encodes at every
+    measured resolution and as many VMAF comparisons at the display size (``VMAF_COST``); a
+    second of title, one encode at every rung of the fixed ladder (the auto ladder is not known
+    yet). The rungs' preset is the analysis' too, so the encoder's speed cancels out."""
+    per_second = points * (sum(measured_areas) + VMAF_COST * display_area)
+    encode = max(duration_s, 0.0) * sum(ladder_areas)
+    affordable = budget * encode / per_second if per_second else 0.0
+    total = min(affordable, DEFAULT_SAMPLES * DEFAULT_SAMPLE_S, duration_s / 2)
+    count = max(1, min(DEFAULT_SAMPLES, math.ceil(total / DEFAULT_SAMPLE_S)))
+    seconds = min(max(total / count, MIN_SAMPLE_S), DEFAULT_SAMPLE_S, max(duration_s, 0.0))
+    seconds = math.floor(seconds * 10) / 10 if seconds >= MIN_SAMPLE_S else seconds
+    share = count * seconds * per_second / encode if encode else math.inf
+    return SamplePlan(count=count, seconds=seconds, cost_share=round(share, 3))
 
 
 def sample_count(duration_s: float, seconds: float, maximum: int = DEFAULT_SAMPLES) -> int:
@@ -111,9 +158,14 @@ def choose_samples(
 # ---------------------------------------------------------------- points and the hull
 
 
+def rate_bytes(size_bytes: int, keyframe_bytes: int, keyframe_weight: float) -> float:
+    """The bytes a bitrate is computed from: the keyframes' at their weight (``LadderPoint``)."""
+    return size_bytes - keyframe_bytes * (1 - keyframe_weight)
+
+
 def pool(points: Sequence[LadderPoint]) -> list[LadderPoint]:
-    """Per resolution and CRF, over the samples: the bits over the seconds, VMAF (and its
-    harmonic mean) weighted by frames."""
+    """Per resolution and CRF, over the samples: the (weighted) bits over the seconds, VMAF
+    (and its harmonic mean) weighted by frames."""
     groups: dict[tuple[int, int, int], list[LadderPoint]] = {}
     for p in points:
         groups.setdefault((p.width, p.height, p.crf), []).append(p)
@@ -122,12 +174,15 @@ def pool(points: Sequence[LadderPoint]) -> list[LadderPoint]:
         frames = sum(p.frames for p in group)
         seconds = sum(p.duration_s for p in group)
         size = sum(p.size_bytes for p in group)
+        key = sum(p.keyframe_bytes for p in group)
+        weight = sum(p.keyframe_bytes * p.keyframe_weight for p in group) / key if key else 1.0
+        bits = 8 * rate_bytes(size, key, weight)
         pooled.append(
             LadderPoint(
                 width=width,
                 height=height,
                 crf=crf,
-                kbps=round(size * 8 / 1000 / seconds, 3) if seconds else 0.0,
+                kbps=round(bits / 1000 / seconds, 3) if seconds else 0.0,
                 vmaf=round(sum(p.vmaf * p.frames for p in group) / frames, 4),
                 vmaf_harmonic_mean=round(
                     sum(p.vmaf_harmonic_mean * p.frames for p in group) / frames, 4
@@ -135,6 +190,8 @@ def pool(points: Sequence[LadderPoint]) -> list[LadderPoint]:
                 frames=frames,
                 duration_s=round(seconds, 6),
                 size_bytes=size,
+                keyframe_bytes=key,
+                keyframe_weight=round(weight, 6),
             )
         )
     return pooled

@@ -106,6 +106,29 @@ def bit_depth(pix_fmt: str) -> int:
     return int(match.group(1)) if match else 8
 
 
+# ---------------------------------------------------------------- colour tags
+
+ColourTags = tuple[int, int, int, int]
+"""A stream's matrix, primaries, transfer and range, as FFmpeg numbers them (``AVColorSpace``
+and its siblings)."""
+UNSPECIFIED: ColourTags = (2, 2, 2, 0)
+COLOUR_PARAMS = ("colorspace", "color_primaries", "color_trc", "range")
+
+
+def matched_tags(side: ColourTags, other: ColourTags) -> list[str]:
+    """The filter that gives ``side`` the tags it lacks and ``other`` has: an untagged input
+    (an untagged HD source against its BT.709-tagged rendition) is taken to be what the other
+    one says, so the graph does not convert it, where an unspecified matrix would be taken for
+    BT.601 and the comparison would measure a colour conversion (VMAF 60 instead of 97).
+    Tags both sides have and that differ stay: those are converted, as they should be."""
+    wanted = [
+        f"{name}={theirs}"
+        for name, own, theirs, unset in zip(COLOUR_PARAMS, side, other, UNSPECIFIED, strict=True)
+        if own == unset and theirs != unset
+    ]
+    return [f"setparams={':'.join(wanted)}"] if wanted else []
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -121,6 +144,7 @@ class Timeline:
     width: int
     height: int
     pix_fmt: str | None
+    colour: ColourTags = UNSPECIFIED
 
 
 def read_timeline(path: Path) -> Timeline:
@@ -157,6 +181,7 @@ def read_timeline(path: Path) -> Timeline:
             width=int(ctx.width),
             height=int(ctx.height),
             pix_fmt=ctx.pix_fmt,
+            colour=(ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range),
         )
 
 
@@ -300,6 +325,7 @@ class GraphInput:
     container: str
     first_s: float
     start_s: float
+    colour: ColourTags = UNSPECIFIED
 
 
 @dataclass(frozen=True)
@@ -445,11 +471,16 @@ def measure_plan(
     for i, pair in enumerate(pairs):
         sizes = [f"p{i}r{j}" for j in range(len(pair.sizes))]
         dists = [f"p{i}d{j}" for j in range(len(pair.sizes))]
+        ref_tags = matched_tags(reference.colour, pair.distorted.colour)
+        dist_tags = matched_tags(pair.distorted.colour, reference.colour)
         graph.append(
-            _fan(refs[i], [*pair.reference_pre, *ref_sides[i].filters(windows[i], ref_seek)],
-                 sizes)
+            _fan(refs[i], [*ref_tags, *pair.reference_pre,
+                           *ref_sides[i].filters(windows[i], ref_seek)], sizes)
         )  # fmt: skip
-        graph.append(_fan(f"{i + 1}:v", dist_sides[i].filters(windows[i], dist_seeks[i]), dists))
+        graph.append(
+            _fan(f"{i + 1}:v", [*dist_tags, *dist_sides[i].filters(windows[i], dist_seeks[i])],
+                 dists)
+        )  # fmt: skip
         pair_logs: dict[tuple[int, int], dict[QualityMetric, Path]] = {}
         for j, (width, height, metrics) in enumerate(pair.sizes):
             scale = f"scale={width}:{height}:flags=bicubic"

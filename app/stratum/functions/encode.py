@@ -400,6 +400,10 @@ class EncoderBase(ActivityBase):
         self.mode = mode
         self.threads = threads
 
+    def _check_threads(self, decoders: int) -> str:
+        """The encoder's threads shared by the decoders that check it: at least one each."""
+        return str(max(1, (self.threads or 1) // max(1, decoders)))
+
     async def encode_checked(
         self,
         in_args: list[str],
@@ -421,7 +425,7 @@ class EncoderBase(ActivityBase):
         then the decoder's error is the reason)."""
         pipes = [os.pipe() for _ in outputs]
         decoded: list[int | None] = [None] * len(outputs)
-        threads = str(max(1, (self.threads or 1) // len(outputs)))
+        threads = self._check_threads(len(outputs))
 
         def counted(i: int) -> Callable[[Progress], None]:
             return lambda p: decoded.__setitem__(i, p.frames)
@@ -478,7 +482,7 @@ class EncoderBase(ActivityBase):
         but parses nothing, and saves about a quarter of the check's CPU. The decoders share
         the encoder's threads: one each when several files are checked at once."""
         skip = ["-skip_frame", "nokey"] if keyframes_only else []
-        threads = str(max(1, (self.threads or 1) // len(paths))) if paths else "1"
+        threads = self._check_threads(len(paths))
         args = ["-xerror"]
         for path in paths:
             args += [*skip, "-skip_loop_filter", "all", "-threads", threads,

@@ -226,6 +226,7 @@ class QualityActivities(ActivityBase):
             width=timeline.width,
             height=timeline.height,
             pix_fmt=timeline.pix_fmt,
+            colour=timeline.colour,
         )
 
     # ------------------------------------------------------------------ one chunk
@@ -315,7 +316,7 @@ def _demuxer(path: Path) -> str:
 
 def _graph_input(path: Path, media: QualityMedia) -> GraphInput:
     return GraphInput(path=path, container=media.container, first_s=media.first_s,
-                      start_s=media.start_s)  # fmt: skip
+                      start_s=media.start_s, colour=media.colour)  # fmt: skip
 
 
 def _graph_pair(pair: QualityPair, reference: QualityMedia, distorted: GraphInput) -> GraphPair:
