@@ -315,7 +315,7 @@ def bd_rate(reference: list[tuple[float, float]], test: list[tuple[float, float]
 
 async def analyse(
     clips: dict[str, Path], jobs: dict[str, EncodeJob], settings: Settings, threads: int,
-    slots: int,
+    slots: int, samples: int | None = None, sample_seconds: float | None = None,
 ) -> dict[str, tuple[LadderAnalysis, float, float]]:  # fmt: skip
     """LadderWorkflow on a local dev server with the real activities in this process: its
     analysis, its ffmpeg CPU seconds and wall seconds, one clip at a time."""
@@ -338,7 +338,9 @@ async def analyse(
                 before, started = cpu_children(), time.monotonic()
                 analysis = await env.client.execute_workflow(
                     LadderWorkflow.run,
-                    LadderInput(job=job, probe=probe),
+                    LadderInput(
+                        job=job, probe=probe, samples=samples, sample_seconds=sample_seconds
+                    ),
                     id=ladder_workflow_id(job.job_id),
                     task_queue=WORKFLOW_QUEUE,
                 )
@@ -389,6 +391,14 @@ def main() -> None:
     parser.add_argument("--profiles", default="720p,480p,360p")
     parser.add_argument("--clips", default=",".join(CLIPS))
     parser.add_argument("--keep", type=Path, help="work here and keep the files")
+    parser.add_argument(
+        "--no-capped-crf",
+        dest="capped_crf",
+        action="store_false",
+        help="skip the third ladder (the auto rungs at capped CRF)",
+    )
+    parser.add_argument("--samples", type=int, help="the analysis' samples (default: budget)")
+    parser.add_argument("--sample-seconds", type=float, help="their length (default: budget)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     names = args.clips.split(",")
@@ -426,8 +436,14 @@ def main() -> None:
         )
         for name, path in clips.items()
     }
-    print("analysis (LadderWorkflow, default options):", flush=True)
-    analyses = asyncio.run(analyse(clips, jobs, settings, threads, worker_concurrency()))
+    sampling = (
+        "default options"
+        if args.samples is None and args.sample_seconds is None
+        else (f"samples {args.samples or 'by duration'} x {args.sample_seconds or 2.0:g} s")
+    )
+    print(f"analysis (LadderWorkflow, {sampling}):", flush=True)
+    analyses = asyncio.run(analyse(clips, jobs, settings, threads, worker_concurrency(),
+                                   args.samples, args.sample_seconds))  # fmt: skip
 
     rows = []
     for name, job in jobs.items():
@@ -445,20 +461,25 @@ def main() -> None:
                                cores, fixed_pred)  # fmt: skip
         auto = measure_ladder("auto", clips[name], probe, auto_plan, out / "auto", display,
                               cores, auto_pred)  # fmt: skip
-        crfs = [crf_for(analysis.points, r.width, r.height, r.settings.bitrate_kbps)
-                for r in auto_plan]  # fmt: skip
-        capped = measure_ladder("auto, capped CRF", clips[name], probe, auto_plan,
-                                out / "crf", display, cores, {}, crfs)  # fmt: skip
-        points = {run.label: [(r.kbps, r.vmaf) for r in run.rungs] for run in (fixed, auto, capped)}
+        runs = [fixed, auto]
+        crfs = []
+        if args.capped_crf:
+            crfs = [crf_for(analysis.points, r.width, r.height, r.settings.bitrate_kbps)
+                    for r in auto_plan]  # fmt: skip
+            runs.append(measure_ladder("auto, capped CRF", clips[name], probe, auto_plan,
+                                       out / "crf", display, cores, {}, crfs))  # fmt: skip
+        points = {run.label: [(r.kbps, r.vmaf) for r in run.rungs] for run in runs}
+        crf_points = points.get("auto, capped CRF")
         rows.append(
             {
                 "clip": name,
-                "runs": [fixed, auto, capped],
+                "runs": runs,
                 "bd": {
-                    "auto": bd_rate(points["fixed"], points["auto"]),
-                    "auto, capped CRF": bd_rate(points["fixed"], points["auto, capped CRF"]),
+                    label: bd_rate(points["fixed"], found)
+                    for label, found in points.items()
+                    if label != "fixed"
                 },
-                "bd_crf_vs_vbr": bd_rate(points["auto"], points["auto, capped CRF"]),
+                "bd_crf_vs_vbr": bd_rate(points["auto"], crf_points) if crf_points else None,
                 "analysis_cpu": analysis_cpu,
                 "analysis_wall": analysis_wall,
                 "analysis": analysis.model_dump(mode="json", exclude={"sample_points"}),
@@ -470,7 +491,7 @@ def main() -> None:
     bds = [row["bd"]["auto"] for row in rows if row["bd"]["auto"] is not None]
     if bds:
         print(f"\nBD-rate auto vs fixed, mean over {len(bds)} clips: {sum(bds) / len(bds):+.1f} %")
-    for row in rows:
+    for row in rows if args.capped_crf else []:
         bd = row["bd_crf_vs_vbr"]
         text = "n/a" if bd is None else f"{bd:+.1f} %"
         print(f"{row['clip']}: capped CRF (CRF {row['crfs']}) vs capped VBR: BD-rate {text}")

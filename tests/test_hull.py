@@ -132,9 +132,12 @@ def test_upper_hull_keeps_what_no_mix_beats_up_to_the_best() -> None:
 
 
 def test_curves_interpolate_in_log_rate_and_never_fall() -> None:
-    found = curves([point(360, 41, 100, 40), point(360, 20, 400, 80), point(360, 27, 250, 85)])
+    found = curves([point(360, 41, 100, 40), point(360, 20, 400, 80), point(360, 27, 250, 85),
+                    point(360, 34, 180, 50)])  # fmt: skip
     (curve,) = found
-    assert curve.vmaf == (40, 85, 85), "a higher bitrate never promises less"
+    assert curve.kbps == (100, 250) and curve.vmaf == (40, 85), (
+        "the resolution's own hull: more bits for less (400) and under the chord (180) are out"
+    )
     assert curve.at(200) == pytest.approx(40 + 45 * math.log(2) / math.log(2.5))
     assert curve.at(50) is None and curve.at(1000) == 85
     assert curve.below(50) == pytest.approx(40 - 45 * math.log(2) / math.log(2.5))

@@ -15,11 +15,11 @@ activities in ``app.stratum.functions.ladder`` run them.
   the display size; pooled per resolution and CRF over the samples (bits over seconds, VMAF
   over frames).
 - **Hull**: the upper convex hull of the pooled (kbps, VMAF) points across resolutions,
-  recorded. Between measured points a resolution's quality is interpolated linearly in
-  log-bitrate (its curve); the quality the title gets at a bitrate is the best resolution's
-  there (the upper envelope of the curves: the hull's vertices are on it, and it is at or above
-  the hull's straight chords, which would under-promise a rung between two vertices), and
-  that resolution is the rung's.
+  recorded. Between the vertices of its own hull a resolution's quality is interpolated
+  linearly in log-bitrate (its curve); the quality the title gets at a bitrate is the best
+  resolution's there (the upper envelope of the curves: the hull's vertices are on it, and
+  it is at or above the hull's straight chords, which would under-promise a rung between two
+  vertices), and that resolution is the rung's.
 - **Rungs**: the top one at the lowest bitrate that reaches ``top_vmaf``, or ``max_kbps``
   first; the bottom at ``min_kbps``; between them rungs evenly spaced in VMAF. The most rungs
   (up to ``max_rungs``) for which every neighbour is at least ``MIN_VMAF_STEP`` points and a
@@ -228,8 +228,11 @@ def mark_hull(points: Sequence[LadderPoint]) -> list[LadderPoint]:
 
 @dataclass(frozen=True)
 class Curve:
-    """One resolution's rate-quality curve: its points by bitrate, VMAF made non-decreasing
-    (a higher bitrate never promises less), interpolated linearly in log-bitrate."""
+    """One resolution's rate-quality curve: the vertices of its own upper hull, by bitrate
+    (VMAF rising), interpolated linearly in log-bitrate. An encode under the hull is no
+    point of it: a low CRF whose VBV starved the frames after a huge keyframe gave fewer
+    bits and less quality than the next CRF up, and would pull the curve down between its
+    neighbours."""
 
     width: int
     height: int
@@ -283,13 +286,8 @@ def curves(points: Sequence[LadderPoint]) -> list[Curve]:
             groups.setdefault((p.width, p.height), []).append(p)
     found = []
     for (width, height), group in groups.items():
-        ordered = sorted(group, key=lambda p: p.kbps)
-        best = -math.inf
-        vmaf = []
-        for p in ordered:
-            best = max(best, p.vmaf)
-            vmaf.append(best)
-        found.append(Curve(width, height, tuple(p.kbps for p in ordered), tuple(vmaf)))
+        hull = upper_hull(group)
+        found.append(Curve(width, height, tuple(p.kbps for p in hull), tuple(p.vmaf for p in hull)))
     return sorted(found, key=lambda c: (c.short_side, c.width * c.height))
 
 

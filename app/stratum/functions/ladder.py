@@ -5,11 +5,11 @@ sizes that fit, in the auto ladder's codec), reads the scene scores between the 
 keyframes (the split's scan: only keyframes are decoded), sizes and chooses the samples
 (``app.media.hull.sample_plan`` and ``choose_samples``) and stores each losslessly
 (``SAMPLE_CODEC``) in scratch, with the treatment the renditions get (deinterlacing,
-tone-mapping, constant frame rate). ``measure``
-encodes one sample at one resolution at every quality point (capped CRF, the production
-encoder flags otherwise: GOP, profile, colour) from one decode, then measures every encode's
-VMAF at the display size in one ffmpeg run (``app.media.quality``'s graph, the sample as the
-reference). ``choose`` pools the points and picks the rungs (``app.media.hull``).
+tone-mapping, constant frame rate). ``measure`` encodes one sample at one resolution at every
+quality point (capped CRF, the production encoder flags otherwise: GOP, profile, colour) from
+one decode, then measures every encode's VMAF at the display size in one ffmpeg run
+(``app.media.quality``'s graph, the sample as the reference). ``choose`` pools the points
+and picks the rungs (``app.media.hull``).
 """
 
 from __future__ import annotations
