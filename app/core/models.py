@@ -1252,6 +1252,11 @@ class QualityPrepareInput(Strict):
     container: str | None = Field(None, description="The probed demuxer (source files).")
 
 
+UNTAGGED_COLOUR = (2, 2, 2, 0)
+"""A stream's colour tags (matrix, primaries, transfer, range, as FFmpeg numbers them) when it
+has none: ``AVCOL_SPC_UNSPECIFIED`` and its siblings."""
+
+
 class QualityMedia(Strict):
     """A file ready to be measured, and its video timeline as ffmpeg will see it."""
 
@@ -1266,7 +1271,7 @@ class QualityMedia(Strict):
     height: int
     pix_fmt: str | None = None
     colour: tuple[int, int, int, int] = Field(
-        (2, 2, 2, 0),
+        UNTAGGED_COLOUR,
         description="Matrix, primaries, transfer and range as FFmpeg numbers them "
         "(2, 2, 2, 0: untagged).",
     )

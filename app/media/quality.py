@@ -33,6 +33,7 @@ from pathlib import Path
 import av
 
 from app.core.models import (
+    UNTAGGED_COLOUR,
     MetricSummary,
     PsnrSummary,
     QualityAlign,
@@ -111,7 +112,7 @@ def bit_depth(pix_fmt: str) -> int:
 ColourTags = tuple[int, int, int, int]
 """A stream's matrix, primaries, transfer and range, as FFmpeg numbers them (``AVColorSpace``
 and its siblings)."""
-UNSPECIFIED: ColourTags = (2, 2, 2, 0)
+UNSPECIFIED: ColourTags = UNTAGGED_COLOUR
 COLOUR_PARAMS = ("colorspace", "color_primaries", "color_trc", "range")
 
 
