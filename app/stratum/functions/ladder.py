@@ -237,18 +237,14 @@ class LadderActivities(ActivityBase):
             display[0] * display[1],
             points,
         )
-        share = f"{plan.cost_share:.0%}"
-        if plan.cost_share > ANALYSIS_BUDGET:
-            notes.append(
-                f"samples: {plan.count} of {plan.seconds:g} s, the least the analysis takes: an "
-                f"estimated {share} of the fixed ladder's encode, over the "
-                f"{ANALYSIS_BUDGET:.0%} budget (the title is short)"
-            )
-        else:
-            notes.append(
-                f"samples: {plan.count} of {plan.seconds:g} s, an estimated {share} of the fixed "
-                f"ladder's encode (budget {ANALYSIS_BUDGET:.0%})"
-            )
+        over = plan.cost_share > ANALYSIS_BUDGET
+        notes.append(
+            f"samples: {plan.count} of {plan.seconds:g} s"
+            f"{', the least the analysis takes' if over else ''}: an estimated "
+            f"{plan.cost_share:.0%} of the fixed ladder's encode, "
+            + (f"over the {ANALYSIS_BUDGET:.0%} budget (the title is short)" if over
+               else f"within the {ANALYSIS_BUDGET:.0%} budget")
+        )  # fmt: skip
         return plan.count, plan.seconds
 
     async def _keyframes(self, src: Path, container: str, duration_s: float) -> list[Keyframe]:
