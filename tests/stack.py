@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -17,16 +18,41 @@ TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: every socket stays bound until all are chosen."""
-    socks = [socket.socket() for _ in range(count)]
+LOWEST_PORT = 10000
+_given: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports below the kernel's ephemeral range, never handed out twice in a run.
+
+    A port from ``bind(0)`` is one of the ephemeral range, which every other bind to port 0
+    (the Temporal dev server's internal services) and every outgoing connection also draws
+    from: between this choice and the server's own bind, one of those could take it (seen as
+    SeaweedFS's "address already in use" beside a starting dev server). Below the range only
+    the ports chosen here are bound."""
+    low, _ = _ephemeral_range()
+    pool = [p for p in range(LOWEST_PORT, low) if p not in _given]
+    random.shuffle(pool)
+    ports: list[int] = []
+    for port in pool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            _given.update(ports)
+            return ports
+    raise RuntimeError(f"fewer than {count} free ports between {LOWEST_PORT} and {low}")
 
 
 def free_port() -> int:

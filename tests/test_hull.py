@@ -24,9 +24,11 @@ from app.media.hull import (
     choose_samples,
     curves,
     envelope,
+    one_rung_at_top,
     pick_resolutions,
     pool,
     profiles,
+    round_kbps,
     sample_count,
     sample_plan,
     upper_hull,
@@ -76,16 +78,20 @@ def test_the_samples_are_sized_to_the_budget_from_short_titles_to_long() -> None
 
     long = plan(7200)
     assert (long.count, long.seconds) == (DEFAULT_SAMPLES, DEFAULT_SAMPLE_S)
-    assert long.cost_share < 0.01
-    # 20 s: four 2 s samples would cost about 3x the encode; one of 1 s is within the budget
-    short = plan(20)
-    assert (short.count, short.seconds) == (1, 1.0) and short.cost_share <= ANALYSIS_BUDGET
+    assert long.cost_share <= 0.01
+    # a second of samples: 4 encodes at 3 sizes, each compared at 720p; 2.3 s of the ladder
     minute = plan(60)
-    assert (minute.count, minute.seconds) == (2, 1.5) and minute.cost_share <= ANALYSIS_BUDGET
-    found = [plan(d) for d in (20, 30, 45, 60, 90, 120, 180, 600)]
+    assert (minute.count, minute.seconds) == (1, 1.9) and minute.cost_share <= ANALYSIS_BUDGET
+    assert minute.cost_share == pytest.approx(1.9 * 4 * (1 + 0.444 + 0.25 + 3 * 0.75)
+                                              / (60 * 1.694), abs=0.005)  # fmt: skip
+    assert (plan(180).count, plan(180).seconds) == (3, 1.9)
+    found = [plan(d) for d in (45, 60, 90, 120, 180, 300, 600)]
     totals = [p.count * p.seconds for p in found]
     assert totals == sorted(totals), "a longer title never gets less of itself sampled"
     assert all(p.cost_share <= ANALYSIS_BUDGET for p in found), found
+    # 20 s: one 1 s sample, the least the analysis takes, is over the budget and says so
+    short = plan(20)
+    assert (short.count, short.seconds) == (1, 1.0) and short.cost_share > ANALYSIS_BUDGET
     assert all(p.count <= DEFAULT_SAMPLES and p.seconds <= DEFAULT_SAMPLE_S for p in found)
     # too short for the budget: the least the analysis takes, and the estimate says so
     tiny = plan(8)
@@ -220,6 +226,24 @@ def test_max_kbps_caps_the_top_and_min_kbps_above_the_top_makes_one_rung() -> No
     assert "one rung" in easy.notes[-1]
     one = choose_rungs(title(1.0), top_vmaf=95, min_kbps=200, max_kbps=8000, max_rungs=1)
     assert len(one.rungs) == 1 and one.rungs[0].predicted_vmaf == pytest.approx(95, abs=0.3)
+
+
+def test_a_title_one_rung_at_its_top_resolution_needs_no_smaller_one_measured() -> None:
+    def top(complexity: float) -> list[LadderPoint]:
+        return [p for p in title(complexity) if p.height == 1080]
+
+    kbps = one_rung_at_top(top(0.05), top_vmaf=95, min_kbps=600)
+    assert kbps is not None and kbps < 600
+    alone = choose_rungs(top(0.05), top_vmaf=95, min_kbps=600, max_kbps=8000, max_rungs=5)
+    assert [(r.height, r.bitrate_kbps) for r in alone.rungs] == [(1080, round_kbps(kbps))]
+    # what measuring every size would have saved: a few bits, all of them below min_kbps
+    every = choose_rungs(title(0.05), top_vmaf=95, min_kbps=600, max_kbps=8000, max_rungs=5)
+    assert len(every.rungs) == 1 and every.rungs[0].bitrate_kbps > 0.85 * round_kbps(kbps)
+    # the top needs more than min_kbps, or never gets there: the smaller sizes are measured
+    assert one_rung_at_top(top(0.2), top_vmaf=95, min_kbps=600) is None
+    assert one_rung_at_top(top(0.05), top_vmaf=95, min_kbps=150) is None
+    assert one_rung_at_top(top(3.0), top_vmaf=99.9, min_kbps=8000) is None
+    assert one_rung_at_top([], top_vmaf=95, min_kbps=600) is None
 
 
 def test_rungs_too_close_in_quality_or_bitrate_are_not_made() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -119,7 +120,7 @@ async def run_ladder(
     """LadderWorkflow on the time-skipping server, the real activities two at a time."""
     client: Client = time_skipping_env.client
     ladder = LadderActivities(settings, threads=1)
-    activities = [ladder.prepare, ladder.measure, ladder.choose, ladder.cleanup]
+    activities = [ladder.prepare, ladder.measure, ladder.scope, ladder.choose, ladder.cleanup]
     workflows = Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[LadderWorkflow, EncodeLike])
     pool = Worker(client, task_queue=CPU_QUEUE, activities=activities, max_concurrent_activities=2)
 
@@ -178,8 +179,10 @@ def check_ladder(job: EncodeJob, analysis: LadderAnalysis, settings: Settings) -
     starts = [s.start_s for s in samples]
     assert starts == sorted(starts) and starts[0] > 0 and starts[-1] + 2 <= SECONDS
     assert all(s.frames == 60 for s in samples), samples
-    assert len(analysis.points) == 2 * len(CRFS), "two resolutions x three CRF points, pooled"
-    assert len(analysis.sample_points) == 3 * 2 * len(CRFS)
+    sizes = {(p.width, p.height) for p in analysis.points}
+    assert (640, 360) in sizes and sizes <= {(640, 360), (428, 240)}, "the top size first"
+    assert len(analysis.points) == len(sizes) * len(CRFS), "resolutions x CRF points, pooled"
+    assert len(analysis.sample_points) == 3 * len(sizes) * len(CRFS)
     assert analysis.hull and all(p.on_hull for p in analysis.hull)
     hull_kbps = [p.kbps for p in analysis.hull]
     assert hull_kbps == sorted(hull_kbps)
@@ -198,13 +201,34 @@ def probe_of(job: EncodeJob) -> ProbeResult:
     return probe_file(Path(job.source_uri.removeprefix("file://")))
 
 
+async def measured_sizes(env: WorkflowEnvironment, job: EncodeJob) -> list[tuple[int, int]]:
+    """The (width, height) of every ``ladder_measure`` the analysis scheduled, in order."""
+    handle = env.client.get_workflow_handle(ladder_workflow_id(job.job_id))
+    found = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled = event.activity_task_scheduled_event_attributes
+            if scheduled.activity_type.name == "ladder_measure":
+                (payload,) = scheduled.input.payloads
+                rendition = json.loads(payload.data)["rendition"]
+                found.append((rendition["width"], rendition["height"]))
+    return found
+
+
 async def test_simple_content_gets_fewer_bits_and_no_more_rungs_than_complex(
-    run_ladder: Run, titles: dict[str, Path], settings: Settings
-) -> None:
+    run_ladder: Run, titles: dict[str, Path], settings: Settings,
+    time_skipping_env: WorkflowEnvironment,
+) -> None:  # fmt: skip
     still_job, still = await run_ladder(titles["still"])
     noisy_job, noisy = await run_ladder(titles["noisy"])
     check_ladder(still_job, still, settings)
     check_ladder(noisy_job, noisy, settings)
+    # the top size of every sample first; the still is one rung there: nothing smaller
+    assert await measured_sizes(time_skipping_env, still_job) == [(640, 360)] * 3
+    assert any("428x240 not measured" in n for n in still.notes), still.notes
+    assert "each at 1 of 2 resolutions" in still.method
+    assert await measured_sizes(time_skipping_env, noisy_job) == [(640, 360)] * 3 + [(428, 240)] * 3
+    assert not any("not measured" in n for n in noisy.notes), noisy.notes
 
     assert still.rungs[-1].bitrate_kbps < noisy.rungs[-1].bitrate_kbps / 4, (
         still.rungs,

@@ -1513,6 +1513,14 @@ class LadderMeasured(Strict):
 class LadderChooseInput(Strict):
     prepared: LadderPrepared
     measured: list[LadderMeasured]
+    notes: list[str] = Field([], description="Why resolutions were left unmeasured, if any.")
+
+
+class LadderScope(Strict):
+    """What the analysis measures after the top resolution (``ladder_scope``)."""
+
+    renditions: list[Rendition] = Field(description="The lower resolutions still to measure.")
+    notes: list[str] = []
 
 
 class LadderRung(Strict):

@@ -13,7 +13,9 @@ activities in ``app.stratum.functions.ladder`` run them.
   the scene scores between keyframes that the split's analysis reads.
 - **Points**: every sample encoded at every resolution and quality point (CRF), its VMAF at
   the display size; pooled per resolution and CRF over the samples (bits over seconds, VMAF
-  over frames).
+  over frames). The top resolution first: where it reaches ``top_vmaf`` at or below
+  ``min_kbps`` (``one_rung_at_top``), the title is one rung there and no lower resolution is
+  measured (two thirds of a 720p ladder's analysis, most of it VMAF at the display size).
 - **Hull**: the upper convex hull of the pooled (kbps, VMAF) points across resolutions,
   recorded. Between the vertices of its own hull a resolution's quality is interpolated
   linearly in log-bitrate (its curve); the quality the title gets at a bitrate is the best
@@ -92,10 +94,11 @@ def sample_plan(
     encode it plans, up to ``DEFAULT_SAMPLES`` of ``DEFAULT_SAMPLE_S`` and half the title.
 
     The estimate counts encoded pixels: a second of samples costs ``points`` encodes at every
-    measured resolution and as many VMAF comparisons at the display size (``VMAF_COST``); a
-    second of title, one encode at every rung of the fixed ladder (the auto ladder is not known
-    yet). The rungs' preset is the analysis' too, so the encoder's speed cancels out."""
-    per_second = points * (sum(measured_areas) + VMAF_COST * display_area)
+    measured resolution, each compared at the display size (``VMAF_COST``); a second of
+    title, one encode at every rung of the fixed ladder (the auto ladder is not known yet).
+    The rungs' preset is the analysis' too, so the encoder's speed cancels out. A title that
+    needs only its top resolution (``one_rung_at_top``) costs less than estimated."""
+    per_second = points * (sum(measured_areas) + VMAF_COST * len(measured_areas) * display_area)
     encode = max(duration_s, 0.0) * sum(ladder_areas)
     affordable = budget * encode / per_second if per_second else 0.0
     total = min(affordable, DEFAULT_SAMPLES * DEFAULT_SAMPLE_S, duration_s / 2)
@@ -333,6 +336,20 @@ def bitrate_for(found: Sequence[Curve], vmaf: float, low: float, high: float) ->
         else:
             lo = mid
     return math.exp(hi)
+
+
+def one_rung_at_top(points: Sequence[LadderPoint], top_vmaf: float, min_kbps: int) -> float | None:
+    """The bitrate at which one resolution's points (the top's, of every sample) reach
+    ``top_vmaf``, where that is at or below ``min_kbps`` (as ``choose_rungs`` rounds it);
+    None otherwise.
+
+    Such a title is one rung (``choose_rungs``), and a lower resolution could only move it to
+    a few bits less, below the floor the request set for every rung: not worth measuring."""
+    found = curves(pool(points))
+    if not found:
+        return None
+    top = bitrate_for(found, top_vmaf, min(c.low for c in found), max(c.high for c in found))
+    return top if top is not None and round_kbps(top) <= min_kbps else None
 
 
 # ---------------------------------------------------------------- rungs

@@ -59,6 +59,7 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         quality.assemble,
         ladder.prepare,
         ladder.measure,
+        ladder.scope,
         ladder.choose,
         ladder.cleanup,
         lifecycle.cleanup,

@@ -1,8 +1,11 @@
 """LadderWorkflow: a per-title ladder (``ladder: auto``), a child of the encode job.
 
 prepare (the fixed ladder's plan, the resolutions, scene scores, samples cut losslessly into
-scratch) → measure (every sample x resolution in parallel on the CPU pool, each encoding its
-quality points and measuring their VMAF) → choose (pool, hull, rungs) → cleanup (the samples).
+scratch) → measure the top resolution (every sample in parallel on the CPU pool, each encoding
+its quality points and measuring their VMAF) → scope (the lower resolutions still worth it:
+none where the top one makes a one-rung ladder) → measure those (every sample x resolution in
+parallel) → choose (pool, hull, rungs) → cleanup (the samples). Histories from before
+``TOP_FIRST_PATCH`` measured every resolution at once.
 Workflow code: deterministic; every decision is an activity's (``app.media.hull``'s rules),
 so a change of them never changes a running history.
 
@@ -26,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         LadderMeasureInput,
         LadderPrepared,
         LadderSample,
+        LadderScope,
         ProbeResult,
         Rendition,
     )
@@ -34,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from app.stratum.queues import WORKFLOW_QUEUE
 
 LADDER_SUFFIX = "-ladder"
+TOP_FIRST_PATCH = "ladder-top-first"
 
 
 def ladder_workflow_id(job_id: str) -> str:
@@ -64,22 +69,40 @@ class LadderWorkflow:
             prepared: LadderPrepared = await call(
                 job, LadderActivities.prepare, input, timeout=LONG, heartbeat=True
             )
-            work = [
-                self._measure(input, prepared, sample, rendition)
-                for sample in prepared.samples
-                for rendition in prepared.candidates
-            ]
-            measured = await all_or_none(work)
-            analysis: LadderAnalysis = await call(
-                job,
-                LadderActivities.choose,
-                LadderChooseInput(prepared=prepared, measured=measured),
-            )
+            if workflow.patched(TOP_FIRST_PATCH):
+                chosen = await self._top_first(input, prepared)
+            else:
+                chosen = LadderChooseInput(
+                    prepared=prepared,
+                    measured=await self._measure_all(input, prepared, prepared.candidates),
+                )
+            analysis: LadderAnalysis = await call(job, LadderActivities.choose, chosen)
         except BaseException:  # failed or cancelled: the samples go all the same
             await self._cleanup(input)
             raise
         await self._cleanup(input)
         return analysis
+
+    async def _top_first(self, input: LadderInput, prepared: LadderPrepared) -> LadderChooseInput:
+        """The top resolution of every sample, then the lower ones that ``scope`` keeps."""
+        top = await self._measure_all(input, prepared, prepared.candidates[:1])
+        scope: LadderScope = await call(
+            input.job, LadderActivities.scope, LadderChooseInput(prepared=prepared, measured=top)
+        )
+        lower = await self._measure_all(input, prepared, scope.renditions)
+        return LadderChooseInput(prepared=prepared, measured=top + lower, notes=scope.notes)
+
+    async def _measure_all(
+        self, input: LadderInput, prepared: LadderPrepared, renditions: list[Rendition]
+    ) -> list[LadderMeasured]:
+        """Every sample at each of ``renditions``, in parallel."""
+        return await all_or_none(
+            [
+                self._measure(input, prepared, sample, rendition)
+                for sample in prepared.samples
+                for rendition in renditions
+            ]
+        )
 
     async def _measure(
         self, input: LadderInput, prepared: LadderPrepared, sample: LadderSample,

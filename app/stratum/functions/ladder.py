@@ -1,4 +1,5 @@
-"""ladder-prepare, ladder-measure, ladder-choose, ladder-cleanup: a per-title ladder.
+"""ladder-prepare, ladder-measure, ladder-scope, ladder-choose, ladder-cleanup: a per-title
+ladder.
 
 ``prepare`` plans the fixed ladder (the job's profiles) and the resolutions to measure (its
 sizes that fit, in the auto ladder's codec), reads the scene scores between the source's
@@ -8,8 +9,10 @@ keyframes (the split's scan: only keyframes are decoded), sizes and chooses the 
 tone-mapping, constant frame rate). ``measure`` encodes one sample at one resolution at every
 quality point (capped CRF, the production encoder flags otherwise: GOP, profile, colour) from
 one decode, then measures every encode's VMAF at the display size in one ffmpeg run
-(``app.media.quality``'s graph, the sample as the reference). ``choose`` pools the points
-and picks the rungs (``app.media.hull``).
+(``app.media.quality``'s graph, the sample as the reference). The top resolution is
+measured first: ``scope`` says from its points which lower ones are still worth measuring
+(none for a title one rung at the top: ``app.media.hull.one_rung_at_top``). ``choose`` pools
+the points and picks the rungs (``app.media.hull``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from app.core.models import (
     LadderRung,
     LadderSample,
     LadderSampleSpan,
+    LadderScope,
     QualityChunk,
     Rendition,
 )
@@ -52,6 +56,7 @@ from app.media.hull import (
     choose_rungs,
     choose_samples,
     mark_hull,
+    one_rung_at_top,
     pick_resolutions,
     pool,
     predicted,
@@ -398,6 +403,14 @@ class LadderActivities(ActivityBase):
             found.append([float(v) for v in scores])
         return found
 
+    # ------------------------------------------------------------------ scope
+
+    @activity.defn(name="ladder_scope")
+    async def scope(self, input: LadderChooseInput) -> LadderScope:
+        """The lower resolutions worth measuring, from the top one's points: an activity, so
+        a change of the rule never changes a running history."""
+        return lower_scope(input)
+
     # ------------------------------------------------------------------ choose
 
     @activity.defn(name="ladder_choose")
@@ -450,6 +463,28 @@ def point_args(
     return crf_args(video_output_args(points, threads=threads), crfs)
 
 
+def lower_scope(input: LadderChooseInput) -> LadderScope:
+    """Every lower resolution, or none where the top one (``input.measured``: the top
+    resolution of every sample) makes a one-rung ladder by itself (``one_rung_at_top``)."""
+    prepared = input.prepared
+    top, *lower = prepared.candidates
+    options = prepared.options
+    assert options.min_kbps is not None
+    points = [p for m in input.measured for p in m.points]
+    kbps = one_rung_at_top(points, options.top_vmaf, options.min_kbps)
+    if kbps is None or not lower:
+        return LadderScope(renditions=lower)
+    sizes = ", ".join(f"{r.width}x{r.height}" for r in lower)
+    return LadderScope(
+        renditions=[],
+        notes=[
+            f"{top.width}x{top.height} reaches VMAF {options.top_vmaf:g} at {kbps:.0f} kb/s, "
+            f"at or below min_kbps {options.min_kbps}: one rung at that size, and {sizes} "
+            "not measured (the bits a smaller size could save are below the floor)"
+        ],
+    )
+
+
 def choose_ladder(input: LadderChooseInput) -> LadderAnalysis:
     """Pool, hull, rungs and the record of it all (pure: the activity's body)."""
     prepared = input.prepared
@@ -481,12 +516,13 @@ def choose_ladder(input: LadderChooseInput) -> LadderAnalysis:
         for r in sorted(prepared.fixed, key=lambda r: r.settings.bitrate_kbps)
     ]
     top = prepared.candidates[0].settings
+    sizes = len({(m.width, m.height) for m in measured})
     seconds = prepared.samples[0].duration_s if prepared.samples else 0.0
     cap = f", capped at {prepared.cap_kbps} kb/s" if prepared.cap_kbps else ""
     method = (
         f"{len(prepared.samples)} samples of {seconds:g} s, one per equal span of the title, "
         f"off scene cuts ({prepared.scene_cuts} found between {prepared.keyframes} keyframes); "
-        f"each at {len(prepared.candidates)} resolutions x CRF "
+        f"each at {sizes} of {len(prepared.candidates)} resolutions (the top one first) x CRF "
         f"{'/'.join(str(c) for c in prepared.crfs)} ({top.encoder} {top.preset}{cap}); VMAF "
         f"{prepared.vmaf_model} at {prepared.display_width}x{prepared.display_height}; pooled "
         "per point over the samples; upper convex hull across resolutions; rungs evenly "
@@ -516,5 +552,5 @@ def choose_ladder(input: LadderChooseInput) -> LadderAnalysis:
         preset=top.preset,
         keyframes=prepared.keyframes,
         scene_cuts=prepared.scene_cuts,
-        notes=[*prepared.notes, *ladder.notes],
+        notes=[*prepared.notes, *input.notes, *ladder.notes],
     )
