@@ -329,7 +329,7 @@ async def analyse(
         pool = Worker(
             env.client,
             task_queue=CPU_QUEUE,
-            activities=[ladder.prepare, ladder.measure, ladder.scope, ladder.choose, ladder.cleanup],
+            activities=ladder.activities(),
             max_concurrent_activities=slots,
         )
         async with workflows, pool:

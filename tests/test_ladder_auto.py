@@ -120,7 +120,7 @@ async def run_ladder(
     """LadderWorkflow on the time-skipping server, the real activities two at a time."""
     client: Client = time_skipping_env.client
     ladder = LadderActivities(settings, threads=1)
-    activities = [ladder.prepare, ladder.measure, ladder.scope, ladder.choose, ladder.cleanup]
+    activities = ladder.activities()
     workflows = Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[LadderWorkflow, EncodeLike])
     pool = Worker(client, task_queue=CPU_QUEUE, activities=activities, max_concurrent_activities=2)
 

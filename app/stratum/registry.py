@@ -39,7 +39,6 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
     lifecycle = LifecycleActivities(settings)
     routing = RoutingActivities(settings, client)
     quality = QualityActivities(settings, threads)
-    ladder = LadderActivities(settings, threads)
     return [
         analyze.probe_source,
         analyze.plan,
@@ -57,11 +56,7 @@ def cpu_activities(settings: Settings, client: Client) -> list[Callable[..., Any
         quality.prepare,
         quality.measure_chunk,
         quality.assemble,
-        ladder.prepare,
-        ladder.measure,
-        ladder.scope,
-        ladder.choose,
-        ladder.cleanup,
+        *LadderActivities(settings, threads).activities(),
         lifecycle.cleanup,
         lifecycle.notify,
         plan_segment,

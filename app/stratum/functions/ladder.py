@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 from temporalio import activity
@@ -166,6 +167,10 @@ class LadderActivities(ActivityBase):
     def __init__(self, settings: Settings, threads: int = 1) -> None:
         super().__init__(settings)
         self.threads = threads
+
+    def activities(self) -> list[Callable[..., Any]]:
+        """Every activity LadderWorkflow calls, for a worker to serve."""
+        return [self.prepare, self.measure, self.scope, self.choose, self.cleanup]
 
     # ------------------------------------------------------------------ prepare
 
