@@ -3,10 +3,10 @@
 Pure functions of numbers (and the project's models), unit-tested without media; the
 activities in ``app.stratum.functions.ladder`` run them.
 
-- **Budget**: the samples' length is sized so that the analysis costs at most
-  ``ANALYSIS_BUDGET`` of the fixed ladder's encode (estimated in encoded pixels: see
-  ``sample_plan``): four 2 s samples for a title of a few minutes or more, fewer and shorter
-  ones for a short title, never less than one of ``MIN_SAMPLE_S``.
+- **Budget**: the samples are sized so that the analysis costs about ``ANALYSIS_BUDGET`` of
+  the fixed ladder's encode (estimated in encoded pixels: see ``sample_plan``): four 2 s
+  samples for a title of about four minutes or more, fewer and shorter ones (more of them
+  before longer ones) for a shorter title, never less than one of ``MIN_SAMPLE_S``.
 - **Samples**: a few short pieces, one in the middle of each of ``count`` equal spans of the
   title (spread over it), moved within its span so that it neither starts nor ends within
   ``EDGE_S`` of a scene cut (a shot fragment of a few frames is no sample of the shot), using
@@ -93,6 +93,11 @@ def sample_plan(
     """How many samples and how long, so that the analysis costs about ``budget`` of the
     encode it plans, up to ``DEFAULT_SAMPLES`` of ``DEFAULT_SAMPLE_S`` and half the title.
 
+    Spread before length: as many samples of ``MIN_SAMPLE_S`` as the budget holds (to the
+    nearest: up to a quarter over it), then longer ones. Two 1 s samples of a 60 s zoom that
+    gets harder all along predicted its rungs within 2 VMAF points, one of 1.9 s in the middle
+    7 to 12 points too high, for about the same cost (bench/README.md).
+
     The estimate counts encoded pixels: a second of samples costs ``points`` encodes at every
     measured resolution, each compared at the display size (``VMAF_COST``); a second of
     title, one encode at every rung of the fixed ladder (the auto ladder is not known yet).
@@ -102,7 +107,7 @@ def sample_plan(
     encode = max(duration_s, 0.0) * sum(ladder_areas)
     affordable = budget * encode / per_second if per_second else 0.0
     total = min(affordable, DEFAULT_SAMPLES * DEFAULT_SAMPLE_S, duration_s / 2)
-    count = max(1, min(DEFAULT_SAMPLES, math.ceil(total / DEFAULT_SAMPLE_S)))
+    count = max(1, min(DEFAULT_SAMPLES, round(total / MIN_SAMPLE_S)))
     seconds = min(max(total / count, MIN_SAMPLE_S), DEFAULT_SAMPLE_S, max(duration_s, 0.0))
     seconds = math.floor(seconds * 10) / 10 if seconds >= MIN_SAMPLE_S else seconds
     share = count * seconds * per_second / encode if encode else math.inf

@@ -54,6 +54,7 @@ from app.media.hull import (
     ANALYSIS_BUDGET,
     DEFAULT_CRFS,
     DEFAULT_SAMPLE_S,
+    MIN_SAMPLE_S,
     choose_rungs,
     choose_samples,
     mark_hull,
@@ -247,12 +248,14 @@ class LadderActivities(ActivityBase):
             display[0] * display[1],
             points,
         )
-        over = plan.cost_share > ANALYSIS_BUDGET
+        least = plan.count == 1 and plan.seconds <= MIN_SAMPLE_S
+        why = "the title is short" if least else f"whole samples of at least {MIN_SAMPLE_S:g} s"
         notes.append(
             f"samples: {plan.count} of {plan.seconds:g} s"
-            f"{', the least the analysis takes' if over else ''}: an estimated "
+            f"{', the least the analysis takes' if least else ''}: an estimated "
             f"{plan.cost_share:.0%} of the fixed ladder's encode, "
-            + (f"over the {ANALYSIS_BUDGET:.0%} budget (the title is short)" if over
+            + (f"over the {ANALYSIS_BUDGET:.0%} budget ({why})"
+               if plan.cost_share > ANALYSIS_BUDGET
                else f"within the {ANALYSIS_BUDGET:.0%} budget")
         )  # fmt: skip
         return plan.count, plan.seconds
