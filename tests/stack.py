@@ -22,12 +22,12 @@ LOWEST_PORT = 10000
 _given: set[int] = set()
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (Linux's default where unreadable)."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_ports(count: int) -> list[int]:
@@ -38,7 +38,7 @@ def free_ports(count: int) -> list[int]:
     from: between this choice and the server's own bind, one of those could take it (seen as
     SeaweedFS's "address already in use" beside a starting dev server). Below the range only
     the ports chosen here are bound."""
-    low, _ = _ephemeral_range()
+    low = _ephemeral_low()
     pool = [p for p in range(LOWEST_PORT, low) if p not in _given]
     random.shuffle(pool)
     ports: list[int] = []
