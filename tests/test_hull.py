@@ -24,13 +24,16 @@ from app.media.hull import (
     choose_samples,
     curves,
     envelope,
+    lower_crfs,
     one_rung_at_top,
     pick_resolutions,
     pool,
+    probe_crf,
     profiles,
     round_kbps,
     sample_count,
     sample_plan,
+    top_crfs,
     upper_hull,
 )
 
@@ -247,6 +250,62 @@ def test_a_title_one_rung_at_its_top_resolution_needs_no_smaller_one_measured() 
     assert one_rung_at_top(top(0.05), top_vmaf=95, min_kbps=150) is None
     assert one_rung_at_top(top(3.0), top_vmaf=99.9, min_kbps=8000) is None
     assert one_rung_at_top([], top_vmaf=95, min_kbps=600) is None
+
+
+def measured_as_asked(
+    points: list[LadderPoint], top_vmaf: float, min_kbps: int, max_kbps: int
+) -> list[LadderPoint]:
+    """The points the analysis measures (``next_tasks``' steps): the top's probe, its other
+    points that can bracket a rung, the smaller sizes down to their anchor at the floor."""
+    crfs = (20, 27, 34, 41)
+    at = {(p.height, p.crf): p for p in points}
+    sides = sorted({p.height for p in points}, reverse=True)
+    got = [at[(sides[0], probe_crf(crfs))]]
+    for step in range(2):
+        if one_rung_at_top(got, top_vmaf, min_kbps) is not None:
+            return got
+        if step == 0:
+            got += [at[(sides[0], c)] for c in top_crfs(got, crfs, top_vmaf, min_kbps, max_kbps)]
+    top, area = list(got), SIZES[sides[0]][0] * SIZES[sides[0]][1]
+    for side in sides[1:]:
+        ratio = SIZES[side][0] * SIZES[side][1] / area
+        got += [at[(side, c)] for c in lower_crfs(top, crfs, ratio, min_kbps)]
+    return got
+
+
+def test_the_top_is_probed_first_and_only_points_that_can_bracket_a_rung_follow() -> None:
+    assert probe_crf((20, 27, 34, 41)) == 27 and probe_crf((43, 22, 36, 29)) == 29
+    assert probe_crf((20, 30, 40)) == 30 and probe_crf((30,)) == 30
+    # one encode decides a one-rung title: the probe reaches 95 below min_kbps
+    probe = [point(720, 27, 358.6, 95.3)]
+    assert one_rung_at_top(probe, top_vmaf=95, min_kbps=400) == pytest.approx(358.6)
+    alone = choose_rungs(probe, top_vmaf=95, min_kbps=400, max_kbps=4500, max_rungs=5)
+    assert [(r.height, r.bitrate_kbps) for r in alone.rungs] == [(720, 360)]
+    # short of 95: the better point too; above min_kbps: the worse ones too (bench/README.md)
+    crfs = (20, 27, 34, 41)
+    assert top_crfs([point(720, 27, 1588, 93.5)], crfs, 95, 400, 4500) == [20, 34, 41]
+    assert top_crfs([point(720, 27, 9770, 78.9)], crfs, 95, 400, 4500) == [34, 41]
+    assert top_crfs([point(720, 27, 380, 94.0)], crfs, 95, 400, 4500) == [20]
+    assert top_crfs([point(720, 27, 450, 96.0)], crfs, 95, 400, 4500) == [34, 41]
+    # a smaller size stops at the first point the top's bits times the area put at the floor
+    animation = [point(720, c, k, 90) for c, k in ((20, 3600), (27, 1588), (34, 706), (41, 533))]
+    assert lower_crfs(animation, crfs, 852 * 480 / (1280 * 720), 400) == [20, 27, 34]
+    assert lower_crfs(animation, crfs, 0.25, 400) == [20, 27]
+    assert lower_crfs(animation, crfs, 0.25, 100) == [20, 27, 34, 41]
+    noisy = [point(720, c, k, 75) for c, k in ((27, 9770), (34, 744), (41, 522))]
+    assert lower_crfs(noisy, crfs, 0.25, 400) == [20, 27, 34], "CRF 20 unmeasured at the top"
+
+
+@pytest.mark.parametrize("complexity", [0.02, 0.1, 0.3, 1.0, 3.0])
+def test_the_points_left_unmeasured_never_change_the_ladder(complexity: float) -> None:
+    every = title(complexity, sides=(720, 480, 360))
+    asked = measured_as_asked(every, 95, 400, 4500)
+    assert len(asked) < len(every)
+    full = choose_rungs(every, top_vmaf=95, min_kbps=400, max_kbps=4500, max_rungs=5)
+    pruned = choose_rungs(asked, top_vmaf=95, min_kbps=400, max_kbps=4500, max_rungs=5)
+    assert [(r.height, r.bitrate_kbps) for r in pruned.rungs] == [
+        (r.height, r.bitrate_kbps) for r in full.rungs
+    ], (asked, full.rungs)
 
 
 def test_rungs_too_close_in_quality_or_bitrate_are_not_made() -> None:

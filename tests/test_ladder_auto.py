@@ -37,6 +37,7 @@ from app.core.models import (
     Rendition,
 )
 from app.core.settings import Settings
+from app.media.hull import probe_crf
 from app.media.ladder import plan_renditions
 from app.plato.workflows.ladder import LadderWorkflow, ladder_workflow_id, per_title_ladder
 from app.storage.local import path_to_uri, uri_to_path
@@ -49,6 +50,7 @@ from tests.stack import Stack
 SECONDS = 12
 PROFILES: list[Any] = ["360p", "240p"]
 CRFS = [22, 32, 42]
+PROBE = probe_crf(CRFS)
 
 # ---------------------------------------------------------------- media
 
@@ -181,8 +183,10 @@ def check_ladder(job: EncodeJob, analysis: LadderAnalysis, settings: Settings) -
     assert all(s.frames == 60 for s in samples), samples
     sizes = {(p.width, p.height) for p in analysis.points}
     assert (640, 360) in sizes and sizes <= {(640, 360), (428, 240)}, "the top size first"
-    assert len(analysis.points) == len(sizes) * len(CRFS), "resolutions x CRF points, pooled"
-    assert len(analysis.sample_points) == 3 * len(sizes) * len(CRFS)
+    assert {p.crf for p in analysis.points} <= set(CRFS) and (640, 360, PROBE) in {
+        (p.width, p.height, p.crf) for p in analysis.points
+    }, "the top size's probe"
+    assert len(analysis.sample_points) == 3 * len(analysis.points), "pooled over the samples"
     assert analysis.hull and all(p.on_hull for p in analysis.hull)
     hull_kbps = [p.kbps for p in analysis.hull]
     assert hull_kbps == sorted(hull_kbps)
@@ -201,8 +205,8 @@ def probe_of(job: EncodeJob) -> ProbeResult:
     return probe_file(Path(job.source_uri.removeprefix("file://")))
 
 
-async def measured_sizes(env: WorkflowEnvironment, job: EncodeJob) -> list[tuple[int, int]]:
-    """The (width, height) of every ``ladder_measure`` the analysis scheduled, in order."""
+async def measured(env: WorkflowEnvironment, job: EncodeJob) -> list[tuple[int, int, list[int]]]:
+    """The (width, height, CRFs) of every ``ladder_measure`` the analysis scheduled, in order."""
     handle = env.client.get_workflow_handle(ladder_workflow_id(job.job_id))
     found = []
     async for event in handle.fetch_history_events():
@@ -210,8 +214,9 @@ async def measured_sizes(env: WorkflowEnvironment, job: EncodeJob) -> list[tuple
             scheduled = event.activity_task_scheduled_event_attributes
             if scheduled.activity_type.name == "ladder_measure":
                 (payload,) = scheduled.input.payloads
-                rendition = json.loads(payload.data)["rendition"]
-                found.append((rendition["width"], rendition["height"]))
+                request = json.loads(payload.data)
+                rendition = request["rendition"]
+                found.append((rendition["width"], rendition["height"], request["crfs"]))
     return found
 
 
@@ -223,12 +228,15 @@ async def test_simple_content_gets_fewer_bits_and_no_more_rungs_than_complex(
     noisy_job, noisy = await run_ladder(titles["noisy"])
     check_ladder(still_job, still, settings)
     check_ladder(noisy_job, noisy, settings)
-    # the top size of every sample first; the still is one rung there: nothing smaller
-    assert await measured_sizes(time_skipping_env, still_job) == [(640, 360)] * 3
+    # the top size of every sample at one point first; the still is one rung there: no more
+    assert await measured(time_skipping_env, still_job) == [(640, 360, [PROBE])] * 3
     assert any("428x240 not measured" in n for n in still.notes), still.notes
-    assert "each at 1 of 2 resolutions" in still.method
-    assert await measured_sizes(time_skipping_env, noisy_job) == [(640, 360)] * 3 + [(428, 240)] * 3
-    assert not any("not measured" in n for n in noisy.notes), noisy.notes
+    assert "each at 1 of 6 points (1 of 2 resolutions" in still.method
+    # the noisy one: the probe, the top's other points, then the smaller size
+    steps = await measured(time_skipping_env, noisy_job)
+    assert steps[:3] == [(640, 360, [PROBE])] * 3, steps
+    assert [s[:2] for s in steps[3:]] == [(640, 360)] * 3 + [(428, 240)] * 3, steps
+    assert PROBE not in steps[3][2] and len(set(map(tuple, (s[2] for s in steps[3:6])))) == 1
 
     assert still.rungs[-1].bitrate_kbps < noisy.rungs[-1].bitrate_kbps / 4, (
         still.rungs,

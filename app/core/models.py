@@ -1523,6 +1523,20 @@ class LadderScope(Strict):
     notes: list[str] = []
 
 
+class LadderTask(Strict):
+    """One resolution at some of the quality points, for every sample."""
+
+    rendition: Rendition
+    crfs: list[int] = Field(min_length=1)
+
+
+class LadderNext(Strict):
+    """What the analysis measures next (``ladder_next``): nothing once its points suffice."""
+
+    tasks: list[LadderTask] = []
+    notes: list[str] = Field([], description="Why points were left unmeasured, if any.")
+
+
 class LadderRung(Strict):
     """A rung of a ladder and the VMAF the analysis predicts for it (at the display size)."""
 

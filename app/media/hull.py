@@ -357,6 +357,48 @@ def one_rung_at_top(points: Sequence[LadderPoint], top_vmaf: float, min_kbps: in
     return top if top is not None and round_kbps(top) <= min_kbps else None
 
 
+def probe_crf(crfs: Sequence[int]) -> int:
+    """The top resolution's first quality point, the grid's second (x264's CRF 27): about VMAF
+    95 on simple content, so one encode tells a one-rung title (``one_rung_at_top``)."""
+    ordered = sorted(crfs)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def top_crfs(
+    points: Sequence[LadderPoint], crfs: Sequence[int], top_vmaf: float, min_kbps: int,
+    max_kbps: int,
+) -> list[int]:  # fmt: skip
+    """The top resolution's quality points still worth measuring, from its (pooled) points so
+    far: better ones unless the best measured already reaches ``top_vmaf`` or ``max_kbps``
+    (the top rung is bracketed), worse ones unless the worst measured is at or below
+    ``min_kbps`` (so is the bottom rung)."""
+    best = min(points, key=lambda p: p.crf)
+    worst = max(points, key=lambda p: p.crf)
+    wanted = []
+    if best.vmaf < top_vmaf and best.kbps < max_kbps:
+        wanted += [c for c in crfs if c < best.crf]
+    if worst.kbps > min_kbps:
+        wanted += [c for c in crfs if c > worst.crf]
+    return sorted(wanted)
+
+
+def lower_crfs(
+    top: Sequence[LadderPoint], crfs: Sequence[int], area_ratio: float, min_kbps: int
+) -> list[int]:
+    """A smaller resolution's quality points worth measuring, from the top one's (pooled):
+    down in quality to the first whose bitrate is surely at or below ``min_kbps``, as the
+    top's at that CRF times ``area_ratio`` (the bits fall at least as fast as the area:
+    0.13-0.38 of the top's at 0.44 of its area, 0.04-0.25 at 0.25; bench/README.md). That
+    point anchors the curve at the floor; worse ones would be under every rung."""
+    kbps = {p.crf: p.kbps for p in top}
+    wanted = []
+    for crf in sorted(crfs):
+        wanted.append(crf)
+        if crf in kbps and kbps[crf] * area_ratio <= min_kbps:
+            break
+    return wanted
+
+
 # ---------------------------------------------------------------- rungs
 
 

@@ -69,8 +69,8 @@ DEFAULT_SHAPE = ResourceShape(cpu_threads=1, memory_mib=1024)
 TAKEN = frozenset(
     {"assemble", "cleanup", "encode_audio", "encode_chunk", "encode_renditions",
      "encode_video", "generate_thumbnails", "ladder_choose", "ladder_cleanup",
-     "ladder_measure", "ladder_prepare", "ladder_scope", "notify", "package", "plan_renditions",
-     "prepare_subtitles", "plan_segment", "probe_source", "publish_manifest",
+     "ladder_measure", "ladder_next", "ladder_prepare", "ladder_scope", "notify", "package",
+     "plan_renditions", "prepare_subtitles", "plan_segment", "probe_source", "publish_manifest",
      "quality_assemble", "quality_chunk", "quality_prepare", "route_encodes", "split_source"}
 )  # fmt: skip
 """Activity names the encode pipeline's workers already serve: no new function may take one

@@ -1,11 +1,13 @@
 """LadderWorkflow: a per-title ladder (``ladder: auto``), a child of the encode job.
 
 prepare (the fixed ladder's plan, the resolutions, scene scores, samples cut losslessly into
-scratch) → measure the top resolution (every sample in parallel on the CPU pool, each encoding
-its quality points and measuring their VMAF) → scope (the lower resolutions still worth it:
-none where the top one makes a one-rung ladder) → measure those (every sample x resolution in
-parallel) → choose (pool, hull, rungs) → cleanup (the samples). Histories from before
-``TOP_FIRST_PATCH`` measured every resolution at once.
+scratch) → next (what to measure: the top resolution at one quality point first) → measure it
+(every sample in parallel on the CPU pool, each encoding its quality points and measuring their
+VMAF) → next again, until it says the points suffice: a one-rung title stops after that first
+encode, any other gets the top's other points, then the lower resolutions down to the floor
+→ choose (pool, hull, rungs) → cleanup (the samples). Histories from before
+``ADAPTIVE_PATCH`` measured every point of the top resolution, then ``scope``'s lower ones;
+from before ``TOP_FIRST_PATCH``, every resolution at once.
 Workflow code: deterministic; every decision is an activity's (``app.media.hull``'s rules),
 so a change of them never changes a running history.
 
@@ -17,7 +19,7 @@ The encode job calls :func:`per_title_ladder` after the probe and plans the chos
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from app.core.models import (
@@ -27,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         LadderInput,
         LadderMeasured,
         LadderMeasureInput,
+        LadderNext,
         LadderPrepared,
         LadderSample,
         LadderScope,
@@ -34,11 +37,15 @@ with workflow.unsafe.imports_passed_through():
         Rendition,
     )
     from app.plato.workflows.calls import LONG, all_or_none, call
-    from app.stratum.functions.ladder import LadderActivities
+    from app.stratum.functions.ladder import LADDER_ERROR, LadderActivities
     from app.stratum.queues import WORKFLOW_QUEUE
 
 LADDER_SUFFIX = "-ladder"
 TOP_FIRST_PATCH = "ladder-top-first"
+ADAPTIVE_PATCH = "ladder-adaptive"
+MAX_STEPS = 8
+"""``next`` ends within four steps (the probe, the top's rest, the lower sizes, done): a bound
+on a loop that should never meet it."""
 
 
 def ladder_workflow_id(job_id: str) -> str:
@@ -69,7 +76,9 @@ class LadderWorkflow:
             prepared: LadderPrepared = await call(
                 job, LadderActivities.prepare, input, timeout=LONG, heartbeat=True
             )
-            if workflow.patched(TOP_FIRST_PATCH):
+            if workflow.patched(ADAPTIVE_PATCH):
+                chosen = await self._adaptive(input, prepared)
+            elif workflow.patched(TOP_FIRST_PATCH):
                 chosen = await self._top_first(input, prepared)
             else:
                 chosen = LadderChooseInput(
@@ -82,6 +91,28 @@ class LadderWorkflow:
             raise
         await self._cleanup(input)
         return analysis
+
+    async def _adaptive(self, input: LadderInput, prepared: LadderPrepared) -> LadderChooseInput:
+        """Measure what ``next`` asks for, every sample in parallel, until it asks for nothing."""
+        chosen = LadderChooseInput(prepared=prepared, measured=[])
+        for _ in range(MAX_STEPS):
+            step: LadderNext = await call(input.job, LadderActivities.next, chosen)
+            measured = await all_or_none(
+                [
+                    self._measure(input, prepared, sample, task.rendition, task.crfs)
+                    for task in step.tasks
+                    for sample in prepared.samples
+                ]
+            )
+            chosen = chosen.model_copy(
+                update={"measured": chosen.measured + measured, "notes": chosen.notes + step.notes}
+            )
+            if not step.tasks:
+                return chosen
+        raise ApplicationError(
+            f"the analysis asked for more than {MAX_STEPS} steps", type=LADDER_ERROR,
+            non_retryable=True,
+        )  # fmt: skip
 
     async def _top_first(self, input: LadderInput, prepared: LadderPrepared) -> LadderChooseInput:
         """The top resolution of every sample, then the lower ones that ``scope`` keeps."""
@@ -106,14 +137,14 @@ class LadderWorkflow:
 
     async def _measure(
         self, input: LadderInput, prepared: LadderPrepared, sample: LadderSample,
-        rendition: Rendition,
+        rendition: Rendition, crfs: list[int] | None = None,
     ) -> LadderMeasured:  # fmt: skip
         request = LadderMeasureInput(
             job_id=input.job.job_id,
             scratch_uri=input.job.scratch_uri,
             sample=sample,
             rendition=rendition,
-            crfs=prepared.crfs,
+            crfs=crfs or prepared.crfs,
             display_width=prepared.display_width,
             display_height=prepared.display_height,
         )
