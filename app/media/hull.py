@@ -11,11 +11,14 @@ activities in ``app.stratum.functions.ladder`` run them.
   title (spread over it), moved within its span so that it neither starts nor ends within
   ``EDGE_S`` of a scene cut (a shot fragment of a few frames is no sample of the shot), using
   the scene scores between keyframes that the split's analysis reads.
-- **Points**: every sample encoded at every resolution and quality point (CRF), its VMAF at
-  the display size; pooled per resolution and CRF over the samples (bits over seconds, VMAF
-  over frames). The top resolution first: where it reaches ``top_vmaf`` at or below
-  ``min_kbps`` (``one_rung_at_top``), the title is one rung there and no lower resolution is
-  measured (two thirds of a 720p ladder's analysis, most of it VMAF at the display size).
+- **Points**: every sample encoded at a resolution and quality point (CRF), its VMAF at the
+  display size; pooled per resolution and CRF over the samples (bits over seconds, VMAF over
+  frames). Only the points that can bracket a rung are measured: the top resolution at one
+  CRF first (``probe_crf``); where it reaches ``top_vmaf`` at or below ``min_kbps``
+  (``one_rung_at_top``) the title is one rung there and nothing else is measured; else the
+  top's other points that can still bracket the top or the bottom rung (``top_crfs``), then
+  each smaller resolution down to its anchor at the floor (``lower_crfs``). Most of the cost
+  is VMAF at the display size, the same per point at any resolution.
 - **Hull**: the upper convex hull of the pooled (kbps, VMAF) points across resolutions,
   recorded. Between the vertices of its own hull a resolution's quality is interpolated
   linearly in log-bitrate (its curve); the quality the title gets at a bitrate is the best
@@ -101,8 +104,9 @@ def sample_plan(
     The estimate counts encoded pixels: a second of samples costs ``points`` encodes at every
     measured resolution, each compared at the display size (``VMAF_COST``); a second of
     title, one encode at every rung of the fixed ladder (the auto ladder is not known yet).
-    The rungs' preset is the analysis' too, so the encoder's speed cancels out. A title that
-    needs only its top resolution (``one_rung_at_top``) costs less than estimated."""
+    The rungs' preset is the analysis' too, so the encoder's speed cancels out. It counts
+    every point: the analysis measures only those that can bracket a rung (a one-rung title,
+    one per sample), so it costs less."""
     per_second = points * (sum(measured_areas) + VMAF_COST * len(measured_areas) * display_area)
     encode = max(duration_s, 0.0) * sum(ladder_areas)
     affordable = budget * encode / per_second if per_second else 0.0
