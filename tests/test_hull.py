@@ -95,14 +95,15 @@ def test_the_samples_are_sized_to_the_budget_from_short_titles_to_long() -> None
     totals = [p.count * p.seconds for p in found]
     assert totals == sorted(totals), "a longer title never gets less of itself sampled"
     assert all(p.cost_share <= 1.25 * ANALYSIS_BUDGET for p in found), "whole samples: about"
-    # 20 s: one 1 s sample, the least the analysis takes, is over the budget and says so
+    # 20 s affords 0.64 s: one sample of 0.6 s, within the budget
     short = plan(20)
-    assert (short.count, short.seconds) == (1, 1.0) and short.cost_share > ANALYSIS_BUDGET
+    assert (short.count, short.seconds) == (1, 0.6) and short.cost_share <= ANALYSIS_BUDGET
+    assert (plan(40).count, plan(40).seconds) == (1, 1.2), "1.29 s: one sample, longer"
     assert all(p.count <= DEFAULT_SAMPLES and p.seconds <= DEFAULT_SAMPLE_S for p in found)
     # too short for the budget: the least the analysis takes, and the estimate says so
     tiny = plan(8)
     assert (tiny.count, tiny.seconds) == (1, MIN_SAMPLE_S) and tiny.cost_share > ANALYSIS_BUDGET
-    assert (plan(0.6).count, plan(0.6).seconds) == (1, 0.6), "shorter than a sample: all of it"
+    assert (plan(0.4).count, plan(0.4).seconds) == (1, 0.4), "shorter than a sample: all of it"
     # more quality points or resolutions measured cost more: fewer seconds for the budget
     fewer = sample_plan(60, LADDER_720, LADDER_720, 1280 * 720, points=8)
     assert fewer.count * fewer.seconds < minute.count * minute.seconds

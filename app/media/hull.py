@@ -6,7 +6,8 @@ activities in ``app.stratum.functions.ladder`` run them.
 - **Budget**: the samples are sized so that the analysis costs about ``ANALYSIS_BUDGET`` of
   the fixed ladder's encode (estimated in encoded pixels: see ``sample_plan``): four 2 s
   samples for a title of about four minutes or more, fewer and shorter ones (more of them
-  before longer ones) for a shorter title, never less than one of ``MIN_SAMPLE_S``.
+  before longer ones, then one shorter) for a shorter title, never less than one of
+  ``MIN_SAMPLE_S``.
 - **Samples**: a few short pieces, one in the middle of each of ``count`` equal spans of the
   title (spread over it), moved within its span so that it neither starts nor ends within
   ``EDGE_S`` of a scene cut (a shot fragment of a few frames is no sample of the shot), using
@@ -45,7 +46,9 @@ DEFAULT_SAMPLES = 4
 """Samples of a long title; a short one gets fewer (they cover at most half of it)."""
 DEFAULT_SAMPLE_S = 2.0
 """A sample's length where the budget allows."""
-MIN_SAMPLE_S = 1.0
+SPREAD_SAMPLE_S = 1.0
+"""Samples are this long, as many as the budget holds, before they are made longer."""
+MIN_SAMPLE_S = 0.5
 """The shortest sample: a title too short to afford one within the budget still gets it."""
 ANALYSIS_BUDGET = 0.3
 """The analysis' cost at most, as a share of the fixed ladder's encode."""
@@ -96,10 +99,13 @@ def sample_plan(
     """How many samples and how long, so that the analysis costs about ``budget`` of the
     encode it plans, up to ``DEFAULT_SAMPLES`` of ``DEFAULT_SAMPLE_S`` and half the title.
 
-    Spread before length: as many samples of ``MIN_SAMPLE_S`` as the budget holds (to the
+    Spread before length: as many samples of ``SPREAD_SAMPLE_S`` as the budget holds (to the
     nearest: up to a quarter over it), then longer ones. Two 1 s samples of a 60 s zoom that
     gets harder all along predicted its rungs within 2 VMAF points, one of 1.9 s in the middle
-    7 to 12 points too high, for about the same cost (bench/README.md).
+    7 to 12 points too high, for about the same cost (bench/README.md). A title that cannot
+    afford one gets one as long as it affords, ``MIN_SAMPLE_S`` at least: on 20 s clips, one
+    of 0.5 s predicted the rungs within 3.9 points, one of 1 s within 2.2 for 1.3 to 1.6x the
+    CPU.
 
     The estimate counts encoded pixels: a second of samples costs ``points`` encodes at every
     measured resolution, each compared at the display size (``VMAF_COST``); a second of
@@ -111,8 +117,12 @@ def sample_plan(
     encode = max(duration_s, 0.0) * sum(ladder_areas)
     affordable = budget * encode / per_second if per_second else 0.0
     total = min(affordable, DEFAULT_SAMPLES * DEFAULT_SAMPLE_S, duration_s / 2)
-    count = max(1, min(DEFAULT_SAMPLES, round(total / MIN_SAMPLE_S)))
-    seconds = min(max(total / count, MIN_SAMPLE_S), DEFAULT_SAMPLE_S, max(duration_s, 0.0))
+    if total < SPREAD_SAMPLE_S:
+        count, seconds = 1, max(total, MIN_SAMPLE_S)
+    else:
+        count = max(1, min(DEFAULT_SAMPLES, round(total / SPREAD_SAMPLE_S)))
+        seconds = max(total / count, SPREAD_SAMPLE_S)
+    seconds = min(seconds, DEFAULT_SAMPLE_S, max(duration_s, 0.0))
     seconds = math.floor(seconds * 10) / 10 if seconds >= MIN_SAMPLE_S else seconds
     share = count * seconds * per_second / encode if encode else math.inf
     return SamplePlan(count=count, seconds=seconds, cost_share=round(share, 3))

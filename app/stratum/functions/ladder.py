@@ -57,6 +57,7 @@ from app.media.hull import (
     DEFAULT_CRFS,
     DEFAULT_SAMPLE_S,
     MIN_SAMPLE_S,
+    SPREAD_SAMPLE_S,
     choose_rungs,
     choose_samples,
     lower_crfs,
@@ -254,7 +255,7 @@ class LadderActivities(ActivityBase):
             points,
         )
         least = plan.count == 1 and plan.seconds <= MIN_SAMPLE_S
-        why = "the title is short" if least else f"whole samples of at least {MIN_SAMPLE_S:g} s"
+        why = "the title is short" if least else f"whole samples of at least {SPREAD_SAMPLE_S:g} s"
         notes.append(
             f"samples: {plan.count} of {plan.seconds:g} s"
             f"{', the least the analysis takes' if least else ''}: an estimated "
