@@ -1517,7 +1517,8 @@ class LadderChooseInput(Strict):
 
 
 class LadderScope(Strict):
-    """What the analysis measures after the top resolution (``ladder_scope``)."""
+    """What the analysis measured after the top resolution (``ladder_scope``; histories from
+    before ``ladder_next``)."""
 
     renditions: list[Rendition] = Field(description="The lower resolutions still to measure.")
     notes: list[str] = []

@@ -1,18 +1,18 @@
-"""ladder-prepare, ladder-measure, ladder-scope, ladder-choose, ladder-cleanup: a per-title
-ladder.
+"""ladder-prepare, ladder-next, ladder-measure, ladder-choose, ladder-cleanup (and
+ladder-scope, for histories from before ladder-next): a per-title ladder.
 
 ``prepare`` plans the fixed ladder (the job's profiles) and the resolutions to measure (its
 sizes that fit, in the auto ladder's codec), reads the scene scores between the source's
 keyframes (the split's scan: only keyframes are decoded), sizes and chooses the samples
 (``app.media.hull.sample_plan`` and ``choose_samples``) and stores each losslessly
 (``SAMPLE_CODEC``) in scratch, with the treatment the renditions get (deinterlacing,
-tone-mapping, constant frame rate). ``measure`` encodes one sample at one resolution at every
-quality point (capped CRF, the production encoder flags otherwise: GOP, profile, colour) from
-one decode, then measures every encode's VMAF at the display size in one ffmpeg run
-(``app.media.quality``'s graph, the sample as the reference). The top resolution is
-measured first: ``scope`` says from its points which lower ones are still worth measuring
-(none for a title one rung at the top: ``app.media.hull.one_rung_at_top``). ``choose`` pools
-the points and picks the rungs (``app.media.hull``).
+tone-mapping, constant frame rate). ``next`` says from the points so far which resolutions
+and quality points to measure next (``next_tasks``: the top at one CRF first, then only what
+can bracket a rung). ``measure`` encodes one sample at one resolution at its quality points
+(capped CRF, the production encoder flags otherwise: GOP, profile, colour) from one decode,
+then measures every encode's VMAF at the display size in one ffmpeg run
+(``app.media.quality``'s graph, the sample as the reference). ``choose`` pools the points and
+picks the rungs (``app.media.hull``).
 """
 
 from __future__ import annotations
