@@ -25,6 +25,7 @@ from app.media.hull import (
     curves,
     envelope,
     lower_crfs,
+    next_points,
     one_rung_at_top,
     pick_resolutions,
     pool,
@@ -256,21 +257,12 @@ def test_a_title_one_rung_at_its_top_resolution_needs_no_smaller_one_measured() 
 def measured_as_asked(
     points: list[LadderPoint], top_vmaf: float, min_kbps: int, max_kbps: int
 ) -> list[LadderPoint]:
-    """The points the analysis measures (``next_tasks``' steps): the top's probe, its other
-    points that can bracket a rung, the smaller sizes down to their anchor at the floor."""
-    crfs = (20, 27, 34, 41)
-    at = {(p.height, p.crf): p for p in points}
-    sides = sorted({p.height for p in points}, reverse=True)
-    got = [at[(sides[0], probe_crf(crfs))]]
-    for step in range(2):
-        if one_rung_at_top(got, top_vmaf, min_kbps) is not None:
-            return got
-        if step == 0:
-            got += [at[(sides[0], c)] for c in top_crfs(got, crfs, top_vmaf, min_kbps, max_kbps)]
-    top, area = list(got), SIZES[sides[0]][0] * SIZES[sides[0]][1]
-    for side in sides[1:]:
-        ratio = SIZES[side][0] * SIZES[side][1] / area
-        got += [at[(side, c)] for c in lower_crfs(top, crfs, ratio, min_kbps)]
+    """The points the analysis measures, step by step as ``next_points`` asks."""
+    at = {(p.width, p.height, p.crf): p for p in points}
+    sizes = sorted({(p.width, p.height) for p in points}, reverse=True)
+    got: list[LadderPoint] = []
+    while step := next_points(got, sizes, (20, 27, 34, 41), top_vmaf, min_kbps, max_kbps).measure:
+        got += [at[(*size, crf)] for size, crfs in step for crf in crfs]
     return got
 
 

@@ -18,7 +18,7 @@ activities in ``app.stratum.functions.ladder`` run them.
   CRF first (``probe_crf``); where it reaches ``top_vmaf`` at or below ``min_kbps``
   (``one_rung_at_top``) the title is one rung there and nothing else is measured; else the
   top's other points that can still bracket the top or the bottom rung (``top_crfs``), then
-  each smaller resolution down to its anchor at the floor (``lower_crfs``). Most of the cost
+  each smaller resolution down to its anchor at the floor (``lower_crfs``; ``next_points`` takes the steps). Most of the cost
   is VMAF at the display size, the same per point at any resolution.
 - **Hull**: the upper convex hull of the pooled (kbps, VMAF) points across resolutions,
   recorded. Between the vertices of its own hull a resolution's quality is interpolated
@@ -411,6 +411,70 @@ def lower_crfs(
         if crf in kbps and kbps[crf] * area_ratio <= min_kbps:
             break
     return wanted
+
+
+@dataclass(frozen=True)
+class NextPoints:
+    measure: list[tuple[tuple[int, int], list[int]]]
+    """(width, height) and the CRFs to measure it at, for every sample; none: enough."""
+    notes: list[str]
+
+
+def next_points(
+    points: Sequence[LadderPoint], sizes: Sequence[tuple[int, int]], crfs: Sequence[int],
+    top_vmaf: float, min_kbps: int, max_kbps: int,
+) -> NextPoints:  # fmt: skip
+    """What to measure next, from the points so far (of every sample) and the sizes (the top
+    first): the top at ``probe_crf``; nothing more where that makes a one-rung ladder
+    (``one_rung_at_top``, checked again after each step); the top's other points that can
+    still bracket a rung (``top_crfs``); then every smaller size, down in quality to its
+    anchor at the floor (``lower_crfs``); then nothing. The notes say what is left and why."""
+    (top, *lower), found = sizes, {(p.width, p.height) for p in points}
+    measured = [p for p in points if (p.width, p.height) == top]
+    if not measured:
+        return NextPoints([(top, [probe_crf(crfs)])], [])
+    if any(size in found for size in lower):
+        return NextPoints([], [])
+    name = _size(top)
+    done = sorted({p.crf for p in measured})
+    skipped = crf_list(c for c in crfs if c not in done)
+    kbps = one_rung_at_top(measured, top_vmaf, min_kbps)
+    if kbps is not None:
+        smaller = ", ".join(_size(s) for s in lower)
+        return NextPoints(
+            [],
+            [
+                f"{name} reaches VMAF {top_vmaf:g} at {kbps:.0f} kb/s (CRF {crf_list(done)} "
+                f"measured), at or below min_kbps {min_kbps}: one rung at that size"
+                + (f"; {smaller} not measured (the bits a smaller size could save are below "
+                   "the floor)" if smaller else "")
+            ],
+        )  # fmt: skip
+    pooled = pool(measured)
+    more = top_crfs(pooled, crfs, top_vmaf, min_kbps, max_kbps)
+    if more:
+        return NextPoints([(top, more)], [])
+    notes = []
+    if skipped:
+        notes.append(f"{name} not measured at CRF {skipped}: its other points bracket every rung")
+    measure = []
+    for size in lower:
+        wanted = lower_crfs(pooled, crfs, size[0] * size[1] / (top[0] * top[1]), min_kbps)
+        measure.append((size, wanted))
+        if left := crf_list(c for c in crfs if c not in wanted):
+            notes.append(
+                f"{_size(size)} not measured at CRF {left}: at or below min_kbps {min_kbps} by "
+                f"{name}'s bitrate times the area"
+            )
+    return NextPoints(measure, notes)
+
+
+def _size(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def crf_list(crfs: Iterable[int]) -> str:
+    return "/".join(str(c) for c in crfs)
 
 
 # ---------------------------------------------------------------- rungs

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -60,19 +60,18 @@ from app.media.hull import (
     SPREAD_SAMPLE_S,
     choose_rungs,
     choose_samples,
-    lower_crfs,
+    crf_list,
     mark_hull,
+    next_points,
     one_rung_at_top,
     pick_resolutions,
     pool,
     predicted,
-    probe_crf,
     profiles,
     rate_bytes,
     sample_count,
     sample_plan,
     scene_cuts,
-    top_crfs,
     upper_hull,
 )
 from app.media.ladder import BUFSIZE_FACTOR, CODECS, MAXRATE_FACTOR, PlanError, plan_renditions
@@ -484,61 +483,24 @@ def point_args(
 
 
 def next_tasks(input: LadderChooseInput) -> LadderNext:
-    """What to measure next, from the points so far (pure: ``ladder_next``'s body).
-
-    The top resolution at one quality point (``probe_crf``); nothing more where that makes a
-    one-rung ladder (``one_rung_at_top``, checked again after each step); the top's other
-    points that can still bracket a rung (``top_crfs``); then every lower resolution, down in
-    quality to its anchor at the floor (``lower_crfs``); then nothing."""
+    """What to measure next, from the points so far (pure: ``ladder_next``'s body): the
+    candidates at the quality points ``app.media.hull.next_points`` asks for."""
     prepared = input.prepared
     options = prepared.options
     assert options.min_kbps is not None and options.max_kbps is not None
-    top, *lower = prepared.candidates
-    sizes: dict[tuple[int, int], list[LadderPoint]] = {}
-    for m in input.measured:
-        sizes.setdefault((m.width, m.height), []).extend(m.points)
-    measured = sizes.get((top.width, top.height))
-    if not measured:
-        return LadderNext(tasks=[LadderTask(rendition=top, crfs=[probe_crf(prepared.crfs)])])
-    if any((r.width, r.height) in sizes for r in lower):
-        return LadderNext()
-    name = f"{top.width}x{top.height}"
-    done = sorted({p.crf for p in measured})
-    skipped = _crf_list(c for c in prepared.crfs if c not in done)
-    kbps = one_rung_at_top(measured, options.top_vmaf, options.min_kbps)
-    if kbps is not None:
-        smaller = ", ".join(f"{r.width}x{r.height}" for r in lower)
-        return LadderNext(
-            notes=[
-                f"{name} reaches VMAF {options.top_vmaf:g} at {kbps:.0f} kb/s (CRF "
-                f"{_crf_list(done)} measured), at or below min_kbps {options.min_kbps}: one "
-                "rung at that size"
-                + (f"; {smaller} not measured (the bits a smaller size could save are below "
-                   "the floor)" if smaller else "")
-            ]
-        )  # fmt: skip
-    pooled = pool(measured)
-    more = top_crfs(pooled, prepared.crfs, options.top_vmaf, options.min_kbps, options.max_kbps)
-    if more:
-        return LadderNext(tasks=[LadderTask(rendition=top, crfs=more)])
-    notes = []
-    if skipped:
-        notes.append(f"{name} not measured at CRF {skipped}: its other points bracket every rung")
-    tasks = []
-    area = top.width * top.height
-    for r in lower:
-        crfs = lower_crfs(pooled, prepared.crfs, r.width * r.height / area, options.min_kbps)
-        tasks.append(LadderTask(rendition=r, crfs=crfs))
-        if left := _crf_list(c for c in prepared.crfs if c not in crfs):
-            notes.append(
-                f"{r.width}x{r.height} not measured at CRF {left}: at or below min_kbps "
-                f"{options.min_kbps} by {name}'s bitrate times the area"
-            )
-    return LadderNext(tasks=tasks, notes=notes)
-
-
-def _crf_list(crfs: Iterable[int]) -> str:
-    return "/".join(str(c) for c in crfs)
+    by_size = {(r.width, r.height): r for r in prepared.candidates}
+    step = next_points(
+        [p for m in input.measured for p in m.points],
+        list(by_size),
+        prepared.crfs,
+        options.top_vmaf,
+        options.min_kbps,
+        options.max_kbps,
+    )
+    return LadderNext(
+        tasks=[LadderTask(rendition=by_size[size], crfs=crfs) for size, crfs in step.measure],
+        notes=step.notes,
+    )
 
 
 def lower_scope(input: LadderChooseInput) -> LadderScope:
@@ -601,7 +563,7 @@ def choose_ladder(input: LadderChooseInput) -> LadderAnalysis:
         f"{len(prepared.samples)} samples of {seconds:g} s, one per equal span of the title, "
         f"off scene cuts ({prepared.scene_cuts} found between {prepared.keyframes} keyframes); "
         f"each at {len(pooled)} of {len(prepared.candidates) * len(prepared.crfs)} points "
-        f"({sizes} of {len(prepared.candidates)} resolutions x CRF {_crf_list(prepared.crfs)}: "
+        f"({sizes} of {len(prepared.candidates)} resolutions x CRF {crf_list(prepared.crfs)}: "
         "the top resolution first, then the points that can still bracket a rung; "
         f"{top.encoder} {top.preset}{cap}); VMAF "
         f"{prepared.vmaf_model} at {prepared.display_width}x{prepared.display_height}; pooled "
