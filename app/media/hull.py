@@ -14,12 +14,13 @@ activities in ``app.stratum.functions.ladder`` run them.
   the scene scores between keyframes that the split's analysis reads.
 - **Points**: every sample encoded at a resolution and quality point (CRF), its VMAF at the
   display size; pooled per resolution and CRF over the samples (bits over seconds, VMAF over
-  frames). Only the points that can bracket a rung are measured: the top resolution at one
-  CRF first (``probe_crf``); where it reaches ``top_vmaf`` at or below ``min_kbps``
-  (``one_rung_at_top``) the title is one rung there and nothing else is measured; else the
-  top's other points that can still bracket the top or the bottom rung (``top_crfs``), then
-  each smaller resolution down to its anchor at the floor (``lower_crfs``; ``next_points`` takes the steps). Most of the cost
-  is VMAF at the display size, the same per point at any resolution.
+  frames). Only the points that can bracket a rung are measured, in the steps
+  ``next_points`` takes: the top resolution at one CRF first (``probe_crf``); where it
+  reaches ``top_vmaf`` at or below ``min_kbps`` (``one_rung_at_top``) the title is one rung
+  there and nothing else is measured; else the top's other points that can still bracket the
+  top or the bottom rung (``top_crfs``), then each smaller resolution down to its anchor at
+  the floor (``lower_crfs``). Most of the cost is VMAF at the display size, the same per
+  point at any resolution.
 - **Hull**: the upper convex hull of the pooled (kbps, VMAF) points across resolutions,
   recorded. Between the vertices of its own hull a resolution's quality is interpolated
   linearly in log-bitrate (its curve); the quality the title gets at a bitrate is the best
