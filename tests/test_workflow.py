@@ -23,6 +23,7 @@ from temporalio.worker import Worker
 from app.core.models import (
     AudioInfo,
     CleanupInput,
+    CustomProfile,
     EncodeAudioInput,
     EncodedMedia,
     EncodeJob,
@@ -92,6 +93,9 @@ class Stand:
     packages: list[PackageInput] = field(default_factory=list)
     live_gpu_queues: set[str] = field(default_factory=set)
     ran_on: dict[str, str] = field(default_factory=dict)
+    routed: list[list[str]] = field(default_factory=list)
+    """The codecs of each route read, in order."""
+    probe_waits_for_route: bool = False
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="probe_source")
@@ -100,6 +104,12 @@ class Stand:
             self.attempts["probe"] = self.attempts.get("probe", 0) + 1
             if self.probe_error:
                 raise self.probe_error
+            for _ in range(100 if self.probe_waits_for_route else 0):
+                if self.routed:
+                    break
+                await asyncio.sleep(0.05)
+            if self.probe_waits_for_route and not self.routed:
+                raise ApplicationError("no route was read beside the probe", non_retryable=True)
             return probe_result(self.audio)
 
         @activity.defn(name="plan_renditions")
@@ -108,6 +118,7 @@ class Stand:
 
         @activity.defn(name="route_encodes")
         async def route(input: RouteInput) -> list[Route]:
+            self.routed.append(list(input.codecs))
             try:
                 return [
                     choose_route(c, input.accelerator, self.live_gpu_queues) for c in input.codecs
@@ -173,7 +184,7 @@ class Stand:
                 cleanup]  # fmt: skip
 
 
-def job(profiles: list[str] | None = None, **overrides: Any) -> EncodeJob:
+def job(profiles: list[str | CustomProfile] | None = None, **overrides: Any) -> EncodeJob:
     fields: dict[str, Any] = {
         "job_id": f"job-{uuid.uuid4().hex[:8]}",
         "source_uri": "file:///media/source.mp4",
@@ -414,6 +425,31 @@ async def test_gpu_asked_and_not_picked_up_fails_with_the_reason(
     assert stand.ran_on == {}
     assert stand.events[-1] == "cleanup"
     assert (await stand.webhooks.final(client, handle)).type == "job.failed"
+
+
+async def test_the_pools_are_read_while_the_probe_runs(client: Client, run_workers: Any) -> None:
+    """Routing needs only the job's codecs, so it is off the critical path: this probe
+    finishes only once a route has been read."""
+    stand = Stand(probe_waits_for_route=True)
+    await run_workers(stand)
+    result: EncodeResult = await (await start(client, job(["720p"]))).result()
+    assert stand.routed == [["h264"]]
+    assert result.renditions[0].queue == CPU_QUEUE and "route" in result.stage_seconds
+
+
+async def test_a_codec_the_plan_drops_needs_no_pool(client: Client, run_workers: Any) -> None:
+    """Read beside the probe, the route covers every codec the job asks for; when one has no
+    capable pool but the plan drops its renditions, the plan's codecs are routed again."""
+    stand = Stand(live_gpu_queues={nvenc_queue("h264")})
+    await run_workers(stand)
+    uhd = CustomProfile(name="uhd", height=2160, bitrate_kbps=12000, codec="hevc")
+    handle = await start(client, job(["720p", uhd], accelerator="gpu", gpu_schedule_to_start_s=2))
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert stand.routed == [["h264", "hevc"], ["h264"]]
+    # past routing: h264 went to its NVENC pool, which this test runs no worker for
+    assert isinstance(info.value.cause, ApplicationError)
+    assert f"no GPU worker on {nvenc_queue('h264')} took 720p" in info.value.cause.message
 
 
 async def test_gpu_asked_without_any_gpu_pool_fails_fast(client: Client, run_workers: Any) -> None:

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ChunkRangeInput,
         ChunkRangeResult,
         CleanupInput,
+        Codec,
         EncodeAudioInput,
         EncodedMedia,
         EncodeJob,
@@ -106,6 +107,10 @@ WEBHOOK_PATCH = "webhook-events"
 WHOLE_LADDER_PATCH = "whole-ladder"
 """Histories recorded before chunking was decided by the pool's slots replay as they ran:
 chunked when the title was long enough, else one activity per rendition."""
+EARLY_ROUTE_PATCH = "route-with-probe"
+"""The pools are read while the probe runs (routing needs only the job's codecs), which takes
+the route and its workflow task off every job's critical path; histories recorded before
+route after the plan."""
 
 
 @dataclass
@@ -158,6 +163,10 @@ class EncodeWorkflow:
             self._events = JobEvents(job.job_id, _webhook_target(job), job.webhook_progress_step)
             self._state.webhook_workflow = self._events.workflow_id
             self._events.emit("job.accepted", source=job.source_uri, codec=job.codec)
+        early_route: asyncio.Task[list[Route]] | None = None
+        if job.ladder != "auto" and workflow.patched(EARLY_ROUTE_PATCH):
+            # not for per-title ladders: their analysis runs for minutes before the encode
+            early_route = asyncio.ensure_future(self._route(job, _job_codecs(job)))
         try:
             probe = await self._stage(
                 "probe",
@@ -187,17 +196,12 @@ class EncodeWorkflow:
                 for r in plan.renditions
             ]
             routes: dict[str, Route] = {}
-            if workflow.patched(ROUTING_PATCH):
-                decided: list[Route] = await self._stage(
-                    "route",
-                    self._call(
-                        RoutingActivities.route,
-                        RouteInput(
-                            codecs=sorted({r.codec for r in plan.renditions}),
-                            accelerator=job.accelerator,
-                        ),
-                    ),
-                )
+            codecs = sorted({r.codec for r in plan.renditions})
+            if early_route is not None:
+                decided = await self._stage("route", self._routed(job, early_route, codecs))
+                routes = {route.codec: route for route in decided if route.codec in codecs}
+            elif workflow.patched(ROUTING_PATCH):
+                decided = await self._stage("route", self._route(job, codecs))
                 routes = {route.codec: route for route in decided}
             chunks = None
             self._whole_ladder = workflow.patched(WHOLE_LADDER_PATCH)
@@ -275,10 +279,12 @@ class EncodeWorkflow:
                 ),
             )
         except asyncio.CancelledError:
+            _abandon(early_route)
             await self._finish(JobStatus.CANCELLED)
             self._set_status(JobStatus.CANCELLED)
             raise
         except (ActivityError, ApplicationError, ChildWorkflowError) as err:
+            _abandon(early_route)
             error = error_info(err)
             await self._finish(JobStatus.FAILED, error=error)
             self._set_status(JobStatus.FAILED)
@@ -626,6 +632,23 @@ class EncodeWorkflow:
             raise asyncio.CancelledError(f"cancelled during {name}")
         return result
 
+    async def _route(self, job: EncodeJob, codecs: list[Codec]) -> list[Route]:
+        route_input = RouteInput(codecs=codecs, accelerator=job.accelerator)
+        routes: list[Route] = await self._call(RoutingActivities.route, route_input)
+        return routes
+
+    async def _routed(
+        self, job: EncodeJob, early: asyncio.Task[list[Route]], codecs: list[Codec]
+    ) -> list[Route]:
+        """The routes read beside the probe. Where the job's codecs had no capable pool but
+        the plan dropped the codec that had none, the plan's codecs are routed again."""
+        try:
+            return await early
+        except ActivityError:
+            if codecs == _job_codecs(job):
+                raise
+            return await self._route(job, codecs)
+
     def _call(self, fn: Any, arg: Any, **options: Any) -> Any:
         assert self._job is not None
         return call(self._job, fn, arg, **options)
@@ -708,6 +731,22 @@ def _webhook_target(job: EncodeJob) -> WebhookTarget | None:
     return WebhookTarget(
         url=job.webhook_url, secret=job.webhook_secret, retry_hours=job.webhook_retry_hours
     )
+
+
+def _abandon(task: asyncio.Task[Any] | None) -> None:
+    """The route read beside a probe that failed or was cancelled: stopped, its error seen."""
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
+
+
+def _job_codecs(job: EncodeJob) -> list[Codec]:
+    """Every codec the job's profiles ask for: the plan's renditions use these or fewer."""
+    asked = {job.codec} | {p.codec for p in job.profiles if not isinstance(p, str) and p.codec}
+    return sorted(asked)
 
 
 def _slots(routes: dict[str, Route]) -> int | None:
