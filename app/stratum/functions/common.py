@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -185,15 +186,7 @@ class ActivityBase:
                     on_stderr=on_stderr,
                 )
             out = await self.place(part, target, job_id)
-        frames, duration = await asyncio.to_thread(count_frames, out)
-        media = EncodedMedia(
-            name=name,
-            uri=target,
-            size_bytes=out.stat().st_size,
-            duration_s=duration,
-            frames=frames,
-            checksum=await sha256_files([out]),
-        )
+        media = await media_of(name, target, out)
         self.drop_copy(target, job_id)
         return media
 
@@ -235,3 +228,15 @@ def sha256_paths(paths: Iterable[Path]) -> str:
 
 async def sha256_files(paths: Iterable[Path]) -> str:
     return await asyncio.to_thread(sha256_paths, list(paths))
+
+
+async def media_of(name: str, uri: str, path: Path, **fields: Any) -> EncodedMedia:
+    """What is stored at ``uri``, read from its local copy ``path``: frames and duration by
+    demuxing, and the checksum, side by side (both release the GIL for most of their work)."""
+    (frames, duration), checksum = await asyncio.gather(
+        asyncio.to_thread(count_frames, path), sha256_files([path])
+    )
+    return EncodedMedia(
+        name=name, uri=uri, size_bytes=path.stat().st_size, duration_s=duration, frames=frames,
+        checksum=checksum, **fields,
+    )  # fmt: skip

@@ -28,8 +28,8 @@ from app.stratum.functions.common import (
     ActivityBase,
     discarded_on_error,
     input_args,
+    media_of,
     part_path,
-    sha256_files,
 )
 from app.stratum.functions.ffmpeg import ffmpeg_binary, run_ffmpeg
 from app.stratum.queues import EncodeMode
@@ -466,8 +466,12 @@ class EncoderBase(ActivityBase):
         if failed:
             name, err = failed[0]
             return f"{name} does not decode ({err})"
-        for (rendition, path), frames in zip(outputs, decoded, strict=True):
-            written, _ = await asyncio.to_thread(count_frames, path)
+        counted_frames = await asyncio.gather(
+            *(asyncio.to_thread(count_frames, path) for _, path in outputs)
+        )
+        for (rendition, _), frames, (written, _) in zip(
+            outputs, decoded, counted_frames, strict=True
+        ):
             if frames != written:
                 return f"{rendition.name}: {written} frames written, {frames} decoded"
         return None
@@ -534,25 +538,18 @@ class EncodeActivities(EncoderBase):
                                       label=label)  # fmt: skip
             for r in todo:
                 await self.place(parts[r.name], targets[r.name], input.job_id)
-        media = []
-        for rendition in input.renditions:
+        queue = activity.info().task_queue
+
+        async def stored(rendition: Rendition) -> EncodedMedia:
             target = targets[rendition.name]
             out = await self.fetch(target, input.job_id)
-            frames, duration = await asyncio.to_thread(count_frames, out)
-            media.append(
-                EncodedMedia(
-                    name=rendition.name,
-                    uri=target,
-                    size_bytes=out.stat().st_size,
-                    duration_s=duration,
-                    frames=frames,
-                    checksum=await sha256_files([out]),
-                    encoder=encoder_name(rendition, self.mode),
-                    queue=activity.info().task_queue,
-                )
-            )
+            media = await media_of(rendition.name, target, out, queue=queue,
+                                   encoder=encoder_name(rendition, self.mode))  # fmt: skip
             self.drop_copy(target, input.job_id)
-        return media
+            return media
+
+        # read back side by side: the cores the encode used are idle now
+        return list(await asyncio.gather(*(stored(r) for r in input.renditions)))
 
     @activity.defn(name="encode_video")
     async def encode_video(self, input: EncodeVideoInput) -> EncodedMedia:

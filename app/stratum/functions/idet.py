@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from app.core.models import FieldOrder
@@ -52,43 +53,57 @@ def idet_verdict(tff: int, bff: int, progressive: int) -> FieldOrder | None:
     return "progressive"
 
 
-def measure_field_order(
-    path: Path,
-    container: str | None = None,
-    *,
-    frames: int = IDET_FRAMES,
-    timeout_s: float = IDET_TIMEOUT_S,
-    ffmpeg: str | None = None,
-) -> FieldOrder | None:
-    """Run idet over the first ``frames`` frames (at most ``IDET_SECONDS``); None when ffmpeg
-    fails or decides nothing: a best-effort measurement never fails the probe."""
-    command = [
-        ffmpeg_binary(ffmpeg),
-        "-nostdin",
-        "-hide_banner",
-        "-loglevel",
-        "info",
-        *input_args(path, container),
-        "-map",
-        "0:v:0",
-        "-an",
-        "-sn",
-        "-dn",
-        "-t",
-        str(IDET_SECONDS),
-        "-frames:v",
-        str(frames),
-        "-vf",
-        IDET_FILTER,
-        "-f",
-        "null",
-        "-",
-    ]
-    try:
-        run = subprocess.run(
-            command, capture_output=True, text=True, errors="replace", timeout=timeout_s,
-            preexec_fn=die_with_parent,  # dies with the worker, like every ffmpeg run
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_idet(run.stderr)
+class FieldOrderRun:
+    """idet over the first ``frames`` frames (at most ``IDET_SECONDS``), run in the background
+    while the probe reads the rest of the file (the decode is most of a probe's time).
+
+    ``result()`` is None when ffmpeg fails, hangs past ``timeout_s`` or decides nothing: a
+    best-effort measurement never fails the probe. Leaving the ``with`` block kills it."""
+
+    def __init__(
+        self,
+        path: Path,
+        container: str | None = None,
+        *,
+        frames: int = IDET_FRAMES,
+        timeout_s: float = IDET_TIMEOUT_S,
+        ffmpeg: str | None = None,
+    ) -> None:
+        command = [
+            ffmpeg_binary(ffmpeg), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
+            *input_args(path, container), "-map", "0:v:0", "-an", "-sn", "-dn",
+            "-t", str(IDET_SECONDS), "-frames:v", str(frames), "-vf", IDET_FILTER,
+            "-f", "null", "-",
+        ]  # fmt: skip
+        self._deadline = time.monotonic() + timeout_s
+        self._process: subprocess.Popen[str] | None
+        try:
+            self._process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                errors="replace", preexec_fn=die_with_parent,  # dies with the worker
+            )  # fmt: skip
+        except OSError:
+            self._process = None
+
+    def result(self) -> FieldOrder | None:
+        if self._process is None:
+            return None
+        try:
+            _, stderr = self._process.communicate(
+                timeout=max(0.0, self._deadline - time.monotonic())
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        return parse_idet(stderr)
+
+    def __enter__(self) -> FieldOrderRun:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()  # not its pipe: a child it left may hold that open
+        if self._process.stderr is not None:
+            self._process.stderr.close()

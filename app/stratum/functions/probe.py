@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
@@ -33,7 +34,7 @@ from app.core.models import (
 )
 from app.media.colour import MATRICES, PRIMARIES, TRANSFERS
 from app.media.formats import ALLOWED_CONTAINERS, OPEN_OPTIONS
-from app.stratum.functions.idet import IDET_TIMEOUT_S, measure_field_order
+from app.stratum.functions.idet import IDET_TIMEOUT_S, FieldOrderRun
 
 
 class InvalidSource(ValueError):
@@ -247,7 +248,7 @@ def probe_file(
     except (av.error.FFmpegError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or err.__class__.__name__
         raise InvalidSource(f"source is not a readable media file ({reason})") from None
-    with container:
+    with container, ExitStack() as background:
         fmt = container.format.name.split(",")[0]
         if fmt not in ALLOWED_CONTAINERS:
             raise InvalidSource(
@@ -267,6 +268,10 @@ def probe_file(
                 f"source video is {width}x{height}; the most this platform takes is "
                 f"{MAX_DIMENSION} pixels a side"
             )
+        # the pictures' field order, measured while the rest is read
+        idet = background.enter_context(
+            FieldOrderRun(path, fmt, ffmpeg=ffmpeg, timeout_s=idet_timeout_s)
+        )
         rate = vstream.guessed_rate or vstream.average_rate
         if vstream.average_rate and rate and rate > 2 * vstream.average_rate:
             rate = vstream.average_rate  # variable frame rate: the average is the honest one
@@ -320,7 +325,7 @@ def probe_file(
             if o.type not in ("video", "audio", "subtitle")
         ]
         facts = _video_facts(container, vstream, first, flags)
-        measured = measure_field_order(path, fmt, ffmpeg=ffmpeg, timeout_s=idet_timeout_s)
+        measured = idet.result()
         flagged = facts["field_order"] in ("tff", "bff") or (
             facts["field_order"] is None and flags.interlaced
         )
