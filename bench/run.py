@@ -726,6 +726,11 @@ class Summary:
         )
 
 
+def floor(r: Round, without: float = 0.0) -> float:
+    """The job's wall ratio had its CPU (less ``without``) filled every core from start to end."""
+    return (r.job.stack_cpu - without) / CORES / r.ffmpeg_s
+
+
 def met(sc: Scenario, s: Summary) -> bool:
     return (s.job_s if sc.latency else s.ratio) <= sc.target
 
@@ -790,6 +795,18 @@ def report(results: dict[str, list[Round]], rests: list[tuple[str, Rest]], hwm: 
             for k, runs in results.items()
         ],
     )
+    table(
+        f"Floors: the wall ratio the job would have kept busy on all {CORES} cores from submit to"
+        " close (its processes' CPU / cores / the single command's wall), and the same without"
+        " its decode check; a target under the floor is out of reach of any scheduling",
+        ["scenario", "wall ratio", "floor", "floor without the check", "target"],
+        [
+            [k, f2(summaries[k].ratio), f2(med(floor(r) for r in runs)),
+             f2(med(floor(r, r.check_cpu) for r in runs)), SCENARIOS[k].target_text()]
+            for k, runs in results.items()
+            if not SCENARIOS[k].latency
+        ],
+    )  # fmt: skip
     peer_rows = peer_summary(results)
     if peer_rows:
         table(
