@@ -519,7 +519,8 @@ def test_a_chunked_job_spreads_over_both_hosts(
     chunks = check_chunks_once(runs)
     where = {r.identity for r in chunks.values()}
     assert where == {b, c}, f"chunks ran on {where}, not on both {b} and {c}"
-    assert all(r.attempt == 1 for r in chunks.values()), chunks
+    retried = [r for r in chunks.values() if r.attempt != 1]
+    assert not retried, f"chunks run again in a healthy cluster: {retried}"
     check_outputs(cluster, job_id, tmp_path / "out", ffmpeg)
     on_b = sum(r.identity == b for r in chunks.values())
     report("spread", job_s=round(took, 1), chunks_on_b=on_b, chunks_on_c=len(chunks) - on_b)
