@@ -104,12 +104,13 @@ class Stand:
             self.attempts["probe"] = self.attempts.get("probe", 0) + 1
             if self.probe_error:
                 raise self.probe_error
-            for _ in range(100 if self.probe_waits_for_route else 0):
-                if self.routed:
-                    break
-                await asyncio.sleep(0.05)
-            if self.probe_waits_for_route and not self.routed:
-                raise ApplicationError("no route was read beside the probe", non_retryable=True)
+            if self.probe_waits_for_route:
+                for _ in range(100):
+                    if self.routed:
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise ApplicationError("no route was read beside the probe", non_retryable=True)
             return probe_result(self.audio)
 
         @activity.defn(name="plan_renditions")
