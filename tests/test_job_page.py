@@ -193,20 +193,22 @@ def test_page_follows_a_running_job(browser: Browser, stack: Stack, media_dir: P
     source = media_dir / "job-page" / "running.mp4"
     if not source.exists():
         make_video(source, seconds=6, width=1280, height=720, rate="30")
+    context = browser.new_context()
+    page = context.new_page()  # ready before the job starts: the page opens at once
     job_id = stack.submit(
         source=str(source),
         profiles=[{"name": "720p", "height": 720, "bitrate_kbps": 2000, "preset": "medium"}],
         chunk_seconds=0,
     )["job_id"]
-    context = browser.new_context()
-    page = context.new_page()
     open_job(page, f"{stack.api_url}/jobs/{job_id}", timeout_s=120)
     events = [e["detail"] for e in log(page, "event")]
     live = [e for e in events if e["status"] in ("PENDING", "RUNNING")]
-    assert live, f"no live view from the event stream: {events}"
+    # How many stages a page sees depends on how soon it opens (the plan and the route can
+    # be over in a second); the encode alone moves its progress on several times.
+    assert len({(e["stage"], e["progress"]) for e in live}) >= 2, f"no live updates: {events}"
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress) and progress[-1] == 1.0, progress
-    assert events[-1]["status"] == "SUCCEEDED" and len({e["stage"] for e in events}) >= 3, events
+    assert events[-1]["status"] == "SUCCEEDED" and events[-1]["stage"] == "done", events
     assert (
         page.text_content("#status") == "SUCCEEDED"
         and page.text_content("#progress-text") == "100%"

@@ -194,6 +194,7 @@ class Run:
     completed: bool
     reused: bool | None
     retried_after: int | None  # TimeoutType of the failure before this attempt, if a timeout
+    failed_with: str | None  # that failure's message, whatever it was
 
 
 @dataclass
@@ -347,7 +348,7 @@ class Cluster:
         for workflow_id in [job_id, *await self._children(job_id)]:
             history = await (await self.client()).get_workflow_handle(workflow_id).fetch_history()
             scheduled: dict[int, tuple[str, str, int | None]] = {}
-            started: dict[int, tuple[int, str, int | None]] = {}
+            started: dict[int, tuple[int, str, int | None, str | None]] = {}
             for e in history.events:
                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                     a = e.activity_task_scheduled_event_attributes
@@ -363,17 +364,18 @@ class Cluster:
                         if failure.HasField("timeout_failure_info")
                         else None
                     )
-                    started[s.scheduled_event_id] = (s.attempt, s.identity, timeout)
+                    message = failure.message if s.HasField("last_failure") else None
+                    started[s.scheduled_event_id] = (s.attempt, s.identity, timeout, message)
                 elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                     c = e.activity_task_completed_event_attributes
                     activity_id, name, index = scheduled[c.scheduled_event_id]
-                    attempt, identity, timeout = started[c.scheduled_event_id]
+                    attempt, identity, timeout, message = started[c.scheduled_event_id]
                     reused = None
                     if name == "encode_chunk":
                         reused = bool(json.loads(c.result.payloads[0].data)["reused"])
                     runs.append(
                         Run(workflow_id, activity_id, name, index, attempt, identity, True,
-                            reused, timeout)
+                            reused, timeout, message)
                     )  # fmt: skip
         return runs
 

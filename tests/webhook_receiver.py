@@ -98,14 +98,21 @@ class Receiver:
 
 @dataclass
 class RecordedWebhooks:
-    """A stand-in ``deliver_webhook`` for workflow tests: records what the job emitted."""
+    """A stand-in ``deliver_webhook`` for workflow tests: records what the job emitted.
+
+    Delivery is at least once (an attempt whose answer the server never heard is run again),
+    so, as a receiver does, a repeat of an event ID is counted, not recorded twice."""
 
     events: list[WebhookEvent] = field(default_factory=list)
+    repeats: Counter[str] = field(default_factory=Counter)
 
     def worker(self, client: Client) -> Worker:
         @activity.defn(name="deliver_webhook")
         async def deliver(input: WebhookCall) -> WebhookAnswer:
-            self.events.append(input.event)
+            if any(e.id == input.event.id for e in self.events):
+                self.repeats[input.event.id] += 1
+            else:
+                self.events.append(input.event)
             return WebhookAnswer(status_code=204, attempt=activity.info().attempt)
 
         return Worker(client, task_queue=NOTIFY_QUEUE, activities=[deliver])
