@@ -314,7 +314,7 @@ async def test_progress_counts_chunks_while_encoding(client: Client, serve: Any)
     await handle.result()
     assert len(seen) >= 3 and max(seen) <= 30, f"progress moved forward: {sorted(seen)}"
     await stand.webhooks.final(client, handle)
-    events = stand.webhooks.events
+    events = stand.webhooks.of(handle.id)
     assert [e.type for e in events if e.type not in ("job.progress", "job.stage")] == [
         "job.accepted", "job.started", "job.succeeded"
     ]  # fmt: skip

@@ -161,7 +161,7 @@ async def test_cancel_right_after_submit(stack: Stack, media_dir: Path) -> None:
     with stack.http() as http:
         assert http.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
     view = stack.wait(job_id, timeout=60)
-    assert view["status"] == "CANCELLED"
+    assert view["status"] == "CANCELLED", view
     assert not (stack.data_dir / "outputs" / job_id).exists()
 
 

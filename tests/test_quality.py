@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -237,26 +238,9 @@ async def run_quality(
         align: str = "strict",
         chunk_seconds: float = 10.0,
     ) -> QualityResult:
-        job_id = f"qual-test-{uuid.uuid4().hex[:8]}"
-        job = QualityJob(
-            job_id=job_id,
-            reference=QualityFile(uri=path_to_uri(reference)),
-            comparisons=[
-                QualityComparison(
-                    name="distorted",
-                    distorted=QualityFile(uri=path_to_uri(distorted)),
-                    views=[
-                        QualityView(at="reference", metrics=metrics or ["vmaf", "psnr", "ssim"])
-                    ],
-                )
-            ],
-            align=align,  # type: ignore[arg-type]
-            chunk_seconds=chunk_seconds,
-            output_uri=settings.resolved_output_uri,
-            scratch_uri=settings.resolved_scratch_uri,
-        )
+        job = quality_job(settings, reference, distorted, metrics, align, chunk_seconds)
         handle = await client.start_workflow(
-            QualityWorkflow.run, job, id=job_id, task_queue=WORKFLOW_QUEUE
+            QualityWorkflow.run, job, id=job.job_id, task_queue=WORKFLOW_QUEUE
         )
         return await asyncio.wait_for(handle.result(), 120)
 
@@ -264,10 +248,72 @@ async def run_quality(
         yield run
 
 
+def quality_job(
+    settings: Settings,
+    reference: Path,
+    distorted: Path,
+    metrics: list[QualityMetric] | None = None,
+    align: str = "strict",
+    chunk_seconds: float = 10.0,
+) -> QualityJob:
+    return QualityJob(
+        job_id=f"qual-test-{uuid.uuid4().hex[:8]}",
+        reference=QualityFile(uri=path_to_uri(reference)),
+        comparisons=[
+            QualityComparison(
+                name="distorted",
+                distorted=QualityFile(uri=path_to_uri(distorted)),
+                views=[QualityView(at="reference", metrics=metrics or ["vmaf", "psnr", "ssim"])],
+            )
+        ],
+        align=align,  # type: ignore[arg-type]
+        chunk_seconds=chunk_seconds,
+        output_uri=settings.resolved_output_uri,
+        scratch_uri=settings.resolved_scratch_uri,
+    )
+
+
 def summary(result: QualityResult) -> QualityViewSummary:
     (comparison,) = result.comparisons
     (view,) = comparison.views
     return view
+
+
+async def test_a_cancel_before_a_worker_takes_the_probe_cancels_the_comparison(
+    time_skipping_env: WorkflowEnvironment, settings: Settings, clips: dict[str, Path]
+) -> None:
+    """The cancel comes back as the probe's cancellation, not asyncio's: the comparison is
+    cancelled, not failed. First in the module: no pool of ``run_quality`` polls yet."""
+    client = time_skipping_env.client
+    job = quality_job(settings, clips["reference"], clips["reference"])
+    async with Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[QualityWorkflow]):
+        handle = await client.start_workflow(
+            QualityWorkflow.run, job, id=job.job_id, task_queue=WORKFLOW_QUEUE
+        )
+        for _ in range(200):
+            events = [e async for e in handle.fetch_history_events()]
+            if any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events):
+                break
+            await asyncio.sleep(0.05)
+        await handle.cancel()
+        for _ in range(200):
+            events = [e async for e in handle.fetch_history_events()]
+            if any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED for e in events):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the probe was never cancelled")
+        cleanup = LifecycleActivities(settings).cleanup
+        async with Worker(client, task_queue=CPU_QUEUE, activities=[cleanup]):
+            with pytest.raises(WorkflowFailureError) as info:
+                await asyncio.wait_for(handle.result(), 60)
+    assert isinstance(info.value.cause, CancelledError), info.value.cause
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        async for e in handle.fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled == ["probe_source", "probe_source", "cleanup"], "compensated"
 
 
 async def test_numbers_agree_with_libvmaf_psnr_and_ssim_run_directly(

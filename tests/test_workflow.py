@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
@@ -96,6 +97,8 @@ class Stand:
     routed: list[list[str]] = field(default_factory=list)
     """The codecs of each route read, in order."""
     probe_waits_for_route: bool = False
+    probe_s: float = 0.0
+    """How long the stand-in probe takes (it does not heartbeat, as the real one does not)."""
 
     def activities(self) -> list[Callable[..., Any]]:
         @activity.defn(name="probe_source")
@@ -104,6 +107,7 @@ class Stand:
             self.attempts["probe"] = self.attempts.get("probe", 0) + 1
             if self.probe_error:
                 raise self.probe_error
+            await asyncio.sleep(self.probe_s)
             if self.probe_waits_for_route:
                 for _ in range(100):
                     if self.routed:
@@ -211,14 +215,19 @@ async def run_workers(client: Client) -> AsyncIterator[Callable[[Stand], Any]]:
     """Start workers serving the given stand-ins; all are shut down at the end of the test."""
     started: list[Worker] = []
 
-    async def start(stand: Stand) -> None:
+    async def start(stand: Stand, *, workflows: bool = True, activities: bool = True) -> None:
         queue_suffix = uuid.uuid4().hex[:6]
         stand.queue_suffix = queue_suffix  # type: ignore[attr-defined]
-        for worker in (
-            Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[EncodeWorkflow, WebhookWorkflow]),
-            Worker(client, task_queue=CPU_QUEUE, activities=stand.activities()),
-            stand.webhooks.worker(client),
-        ):
+        workers = []
+        if workflows:
+            workers += [
+                Worker(client, task_queue=WORKFLOW_QUEUE,
+                       workflows=[EncodeWorkflow, WebhookWorkflow]),
+                stand.webhooks.worker(client),
+            ]  # fmt: skip
+        if activities:
+            workers.append(Worker(client, task_queue=CPU_QUEUE, activities=stand.activities()))
+        for worker in workers:
             asyncio.create_task(worker.run())  # noqa: RUF006
             started.append(worker)
 
@@ -329,7 +338,7 @@ async def test_bad_input_fails_at_once_and_compensates(client: Client, run_worke
     assert stand.cleanups[0].remove_outputs is True
     final = await stand.webhooks.final(client, handle)
     assert final.type == "job.failed" and final.data["error"]["type"] == "InvalidSource"
-    assert [e.type for e in stand.webhooks.events] == ["job.accepted", "job.failed"]
+    assert [e.type for e in stand.webhooks.of(handle.id)] == ["job.accepted", "job.failed"]
 
 
 async def test_exhausted_retries_cancel_siblings_then_compensate(
@@ -374,6 +383,57 @@ async def test_cancellation_reaches_activities_and_compensates(
     assert stand.events[-1] == "cleanup"
     assert (await stand.webhooks.final(client, handle)).type == "job.cancelled"
     assert stand.cleanups[0].remove_outputs is True
+
+
+async def test_a_cancel_before_a_worker_takes_the_probe_cancels_the_job(
+    client: Client, run_workers: Any
+) -> None:
+    """The cancel reaches the probe while it waits for a worker: it comes back as the
+    activity's cancellation, not as asyncio's, and the job is cancelled all the same (it was
+    reported FAILED, "CancelledError", when a cancel right after a submit won this race)."""
+    stand = Stand()
+    await run_workers(stand, activities=False)
+    handle = await start(client, job())
+    for _ in range(200):
+        pending = (await handle.describe()).raw_description.pending_activities
+        if any(p.activity_type.name == "probe_source" for p in pending):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the probe was never scheduled")
+    await handle.cancel()
+    for _ in range(200):
+        types = [e.event_type async for e in handle.fetch_history_events()]
+        if EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED in types:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the probe was never cancelled")
+    await run_workers(stand, workflows=False)  # for the compensation
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert isinstance(info.value.cause, CancelledError)
+    assert stand.events == ["cleanup"], "the probe never ran; the job compensated"
+    assert stand.cleanups[0].remove_outputs is True
+    assert (await stand.webhooks.final(client, handle)).type == "job.cancelled"
+    assert [e.type for e in stand.webhooks.of(handle.id)] == ["job.accepted", "job.cancelled"]
+
+
+async def test_a_cancel_while_the_probe_runs_cancels_the_job(
+    client: Client, run_workers: Any
+) -> None:
+    """The probe does not heartbeat, so the cancel cannot stop it: it finishes, and the job
+    is cancelled then, before the plan (not run to the end with the cancel lost)."""
+    stand = Stand(probe_s=1.0)
+    await run_workers(stand)
+    handle = await start(client, job())
+    await wait_for_event(stand, "probe")
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert isinstance(info.value.cause, CancelledError)
+    assert stand.events == ["probe", "cleanup"]
+    assert (await stand.webhooks.final(client, handle)).type == "job.cancelled"
 
 
 async def test_the_same_job_twice_is_one_workflow(client: Client, run_workers: Any) -> None:

@@ -18,6 +18,7 @@ from temporalio.exceptions import (
     ChildWorkflowError,
     TimeoutError,
     TimeoutType,
+    is_cancelled_exception,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -28,6 +29,9 @@ T = TypeVar("T")
 NON_RETRYABLE = ["InvalidSource", "PlanError", "NoCapablePool", "AssemblyError", "ValidationError"]
 SHORT = timedelta(minutes=2)
 LONG = timedelta(hours=6)
+CANCEL_PATCH = "activity-cancel-is-cancel"
+"""Histories recorded before a cancel that came back as an activity's error counted as one
+replay as they ran: failed."""
 
 
 def heartbeat_timeout(stall_s: float) -> timedelta:
@@ -118,6 +122,16 @@ async def call_routed(
 def _not_picked_up(err: ActivityError) -> bool:
     cause = err.cause
     return isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START
+
+
+def cancelled(err: BaseException) -> bool:
+    """Whether ``err`` is the run's cancellation. A cancel that reaches an activity the run
+    awaits comes back as that activity's error (``ActivityError`` caused by ``CancelledError``,
+    as under ``WAIT_CANCELLATION_COMPLETED`` or before a worker took the task), not as
+    asyncio's: it is a cancel all the same, never a failure."""
+    if isinstance(err, asyncio.CancelledError):
+        return True
+    return is_cancelled_exception(err) and workflow.patched(CANCEL_PATCH)
 
 
 def error_info(err: BaseException) -> ErrorInfo:

@@ -68,7 +68,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from app.media.quality import display_size, rendition_views
     from app.observability.search import STATUS as STATUS_KEY
-    from app.plato.workflows.calls import LONG, all_or_none, call, call_routed, error_info
+    from app.plato.workflows.calls import (
+        LONG,
+        all_or_none,
+        call,
+        call_routed,
+        cancelled,
+        error_info,
+    )
     from app.plato.workflows.chunks import (
         PROGRESS_SIGNAL,
         ChunkRangeWorkflow,
@@ -278,13 +285,12 @@ class EncodeWorkflow:
                     ),
                 ),
             )
-        except asyncio.CancelledError:
-            _abandon(early_route)
-            await self._finish(JobStatus.CANCELLED)
-            self._set_status(JobStatus.CANCELLED)
-            raise
-        except (ActivityError, ApplicationError, ChildWorkflowError) as err:
-            _abandon(early_route)
+        except (asyncio.CancelledError, ActivityError, ApplicationError, ChildWorkflowError) as err:
+            await _settled(early_route)
+            if cancelled(err):
+                await self._finish(JobStatus.CANCELLED)
+                self._set_status(JobStatus.CANCELLED)
+                raise
             error = error_info(err)
             await self._finish(JobStatus.FAILED, error=error)
             self._set_status(JobStatus.FAILED)
@@ -733,13 +739,14 @@ def _webhook_target(job: EncodeJob) -> WebhookTarget | None:
     )
 
 
-def _abandon(task: asyncio.Task[Any] | None) -> None:
-    """The route read beside a probe that failed or was cancelled: stopped, its error seen."""
+async def _settled(task: asyncio.Task[Any] | None) -> None:
+    """The route read beside a probe that failed or was cancelled, waited for rather than
+    cancelled: it is a short read, a cancel racing its completion gains nothing, and the job
+    ends with no activity of its own left behind. Its own error is not the job's reason."""
     if task is None:
         return
-    if not task.done():
-        task.cancel()
-    elif not task.cancelled():
+    await workflow.wait([task])  # a cancel of the job does not pass on to it here
+    if not task.cancelled():
         task.exception()
 
 

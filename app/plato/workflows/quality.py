@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from app.core.progress import overall_progress
     from app.media.quality import QualityMismatch, align, compare_format, plan_chunks
-    from app.plato.workflows.calls import LONG, call, error_info
+    from app.plato.workflows.calls import LONG, call, cancelled, error_info
     from app.stratum.functions.analyze import AnalyzeActivities
     from app.stratum.functions.lifecycle import LifecycleActivities
     from app.stratum.functions.quality import QualityActivities
@@ -144,12 +144,11 @@ class QualityWorkflow:
                     timeout=LONG,
                 ),
             )
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ActivityError, ApplicationError) as err:
             await self._cleanup(job, failed=True)
-            raise
-        except (ActivityError, ApplicationError) as err:
+            if cancelled(err):
+                raise
             error = error_info(err)
-            await self._cleanup(job, failed=True)
             raise ApplicationError(error.message, type=error.type, non_retryable=True) from err
         for state in self._state.renditions:
             state.status, state.progress = "done", 1.0
