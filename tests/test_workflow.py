@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -97,6 +98,8 @@ class Stand:
     routed: list[list[str]] = field(default_factory=list)
     """The codecs of each route read, in order."""
     probe_waits_for_route: bool = False
+    route_blocks: bool = False
+    """The first route read heartbeats until it is cancelled."""
     probe_s: float = 0.0
     """How long the stand-in probe takes (it does not heartbeat, as the real one does not)."""
 
@@ -124,6 +127,14 @@ class Stand:
         @activity.defn(name="route_encodes")
         async def route(input: RouteInput) -> list[Route]:
             self.routed.append(list(input.codecs))
+            if self.route_blocks and len(self.routed) == 1:
+                try:
+                    while True:
+                        activity.heartbeat()
+                        await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    self.events.append("route cancelled")
+                    raise
             try:
                 return [
                     choose_route(c, input.accelerator, self.live_gpu_queues) for c in input.codecs
@@ -226,7 +237,11 @@ async def run_workers(client: Client) -> AsyncIterator[Callable[[Stand], Any]]:
                 stand.webhooks.worker(client),
             ]  # fmt: skip
         if activities:
-            workers.append(Worker(client, task_queue=CPU_QUEUE, activities=stand.activities()))
+            workers.append(
+                Worker(client, task_queue=CPU_QUEUE, activities=stand.activities(),
+                       # a cancel reaches a heartbeating stand-in at once, not after 30 s
+                       default_heartbeat_throttle_interval=timedelta(milliseconds=50))
+            )  # fmt: skip
         for worker in workers:
             asyncio.create_task(worker.run())  # noqa: RUF006
             started.append(worker)
@@ -511,6 +526,29 @@ async def test_a_codec_the_plan_drops_needs_no_pool(client: Client, run_workers:
     # past routing: h264 went to its NVENC pool, which this test runs no worker for
     assert isinstance(info.value.cause, ApplicationError)
     assert f"no GPU worker on {nvenc_queue('h264')} took 720p" in info.value.cause.message
+
+
+async def test_a_cancel_while_waiting_for_the_route_is_not_routed_again(
+    client: Client, run_workers: Any
+) -> None:
+    """A cancel that reaches the route read beside the probe is the job's cancel, even where
+    the plan dropped a codec (which, for a route that failed, means routing again)."""
+    stand = Stand(live_gpu_queues={nvenc_queue("h264")}, route_blocks=True)
+    await run_workers(stand)
+    uhd = CustomProfile(name="uhd", height=2160, bitrate_kbps=12000, codec="hevc")
+    handle = await start(client, job(["720p", uhd], accelerator="gpu", gpu_schedule_to_start_s=2))
+    for _ in range(200):
+        if (await handle.query(EncodeWorkflow.state)).stage == "route":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the job never waited for its route")
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as info:
+        await handle.result()
+    assert isinstance(info.value.cause, CancelledError), info.value.cause
+    assert stand.routed == [["h264", "hevc"]], "routed once"
+    assert stand.events[-2:] == ["route cancelled", "cleanup"], stand.events
 
 
 async def test_gpu_asked_without_any_gpu_pool_fails_fast(client: Client, run_workers: Any) -> None:

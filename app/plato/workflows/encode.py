@@ -650,8 +650,8 @@ class EncodeWorkflow:
         the plan dropped the codec that had none, the plan's codecs are routed again."""
         try:
             return await early
-        except ActivityError:
-            if codecs == _job_codecs(job):
+        except ActivityError as err:
+            if cancelled(err) or codecs == _job_codecs(job):
                 raise
             return await self._route(job, codecs)
 
