@@ -230,15 +230,8 @@ async def run_quality(
     workflows = Worker(client, task_queue=WORKFLOW_QUEUE, workflows=[QualityWorkflow])
     pool = Worker(client, task_queue=CPU_QUEUE, activities=activities)
 
-    async def run(
-        reference: Path,
-        distorted: Path,
-        *,
-        metrics: list[QualityMetric] | None = None,
-        align: str = "strict",
-        chunk_seconds: float = 10.0,
-    ) -> QualityResult:
-        job = quality_job(settings, reference, distorted, metrics, align, chunk_seconds)
+    async def run(reference: Path, distorted: Path, **options: Any) -> QualityResult:
+        job = quality_job(settings, reference, distorted, **options)
         handle = await client.start_workflow(
             QualityWorkflow.run, job, id=job.job_id, task_queue=WORKFLOW_QUEUE
         )
@@ -252,6 +245,7 @@ def quality_job(
     settings: Settings,
     reference: Path,
     distorted: Path,
+    *,
     metrics: list[QualityMetric] | None = None,
     align: str = "strict",
     chunk_seconds: float = 10.0,
