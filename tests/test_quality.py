@@ -54,6 +54,7 @@ from app.stratum.functions.lifecycle import LifecycleActivities
 from app.stratum.functions.quality import QualityActivities
 from app.stratum.queues import CPU_QUEUE, WORKFLOW_QUEUE
 from tests.conftest import BIN
+from tests.polling import in_history, until
 from tests.stack import Stack
 
 VMAF_TOLERANCE = 0.5
@@ -284,19 +285,9 @@ async def test_a_cancel_before_a_worker_takes_the_probe_cancels_the_comparison(
         handle = await client.start_workflow(
             QualityWorkflow.run, job, id=job.job_id, task_queue=WORKFLOW_QUEUE
         )
-        for _ in range(200):
-            events = [e async for e in handle.fetch_history_events()]
-            if any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events):
-                break
-            await asyncio.sleep(0.05)
+        await until(in_history(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED), "a probe")
         await handle.cancel()
-        for _ in range(200):
-            events = [e async for e in handle.fetch_history_events()]
-            if any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED for e in events):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the probe was never cancelled")
+        await until(in_history(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED), "its cancel")
         cleanup = LifecycleActivities(settings).cleanup
         async with Worker(client, task_queue=CPU_QUEUE, activities=[cleanup]):
             with pytest.raises(WorkflowFailureError) as info:

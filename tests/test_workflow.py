@@ -50,6 +50,7 @@ from app.plato.workflows.encode import EncodeWorkflow
 from app.plato.workflows.webhooks import WebhookWorkflow
 from app.stratum.pools import NoCapablePool, choose_route
 from app.stratum.queues import CPU_QUEUE, CUDA_QUEUE, WORKFLOW_QUEUE, nvenc_queue
+from tests.polling import in_history, until
 from tests.webhook_receiver import RecordedWebhooks
 
 
@@ -409,21 +410,9 @@ async def test_a_cancel_before_a_worker_takes_the_probe_cancels_the_job(
     stand = Stand()
     await run_workers(stand, activities=False)
     handle = await start(client, job())
-    for _ in range(200):
-        pending = (await handle.describe()).raw_description.pending_activities
-        if any(p.activity_type.name == "probe_source" for p in pending):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the probe was never scheduled")
+    await until(in_history(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED), "a probe")
     await handle.cancel()
-    for _ in range(200):
-        types = [e.event_type async for e in handle.fetch_history_events()]
-        if EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED in types:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the probe was never cancelled")
+    await until(in_history(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED), "its cancel")
     await run_workers(stand, workflows=False)  # for the compensation
     with pytest.raises(WorkflowFailureError) as info:
         await handle.result()
@@ -537,12 +526,11 @@ async def test_a_cancel_while_waiting_for_the_route_is_not_routed_again(
     await run_workers(stand)
     uhd = CustomProfile(name="uhd", height=2160, bitrate_kbps=12000, codec="hevc")
     handle = await start(client, job(["720p", uhd], accelerator="gpu", gpu_schedule_to_start_s=2))
-    for _ in range(200):
-        if (await handle.query(EncodeWorkflow.state)).stage == "route":
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the job never waited for its route")
+
+    async def routing() -> bool:
+        return (await handle.query(EncodeWorkflow.state)).stage == "route"
+
+    await until(routing, "the wait for the route")
     await handle.cancel()
     with pytest.raises(WorkflowFailureError) as info:
         await handle.result()
